@@ -1,0 +1,246 @@
+"""
+The GPT: one decoder-only transformer that covers two families, chosen by `GPTConfig.arch`.
+
+- "gpt2":  learned positions, LayerNorm (with bias), GELU MLP, biases on every linear, tied embeddings.
+- "llama": RoPE (configurable theta, optional Llama 3 scaling), RMSNorm, SwiGLU MLP, grouped-query
+           attention; `qkv_bias` gives Qwen2, `qk_norm` (per-head RMSNorm on q and k) gives Qwen3.
+
+Parameter names follow Hugging Face's Llama layout (`model.layers.0.self_attn.q_proj.weight`, ...) so that
+Llama/Qwen checkpoints map one-to-one (see hf.py) and the analyses can find matrices and norms by name.
+`model(idx)` returns logits (B, T, vocab). A `KVCache` makes incremental decoding cheap (see engine.py).
+"""
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    arch: str = "llama"            # "llama" (Llama / Qwen2 / Qwen3) or "gpt2"
+    vocab_size: int = 260
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 0             # 0: n_head; fewer: grouped-query attention
+    n_embd: int = 128
+    head_dim: int = 0              # 0: n_embd // n_head (Qwen3 sets it explicitly)
+    intermediate_size: int = 0     # 0: 4*n_embd (gpt2) or ~8/3*n_embd rounded to 32 (llama)
+    max_seq_len: int = 256
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None   # Llama 3: factor, low/high_freq_factor, original_max_position_embeddings
+    qkv_bias: bool = False         # Qwen2
+    qk_norm: bool = False          # Qwen3
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.arch not in ("llama", "gpt2"):
+            raise ValueError(f"unknown arch {self.arch!r}: expected 'llama' or 'gpt2'")
+        self.n_kv_head = self.n_kv_head or self.n_head
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        if not self.head_dim:
+            self.head_dim = self.n_embd // self.n_head
+        if not self.intermediate_size:
+            self.intermediate_size = 4 * self.n_embd if self.arch == "gpt2" else 32 * math.ceil(8 * self.n_embd / 3 / 32)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def make_norm(cfg, dim):
+    return nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.arch == "gpt2" else RMSNorm(dim, cfg.norm_eps)
+
+
+def rope_inv_freq(cfg):
+    """Inverse frequencies of RoPE, with Llama 3's frequency-dependent scaling when configured."""
+    hd = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    sc = cfg.rope_scaling
+    if sc and sc.get("rope_type", sc.get("type")) == "llama3":
+        factor, lo, hi = sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"]
+        old_len = sc["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / lo, inv_freq / factor, inv_freq)  # long waves: slowed down
+        smooth = (old_len / wavelen - lo) / (hi - lo)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+        inv_freq = torch.where(medium, blended, scaled)
+    elif sc and sc.get("rope_type", sc.get("type")) not in (None, "default"):
+        raise ValueError(f"unsupported rope_scaling {sc}: only 'llama3' is implemented")
+    return inv_freq.float()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, T, H, D); cos/sin: (B, T, 1, D). Rotates the two halves of each head (HF convention).
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache:
+    """Pre-allocated keys/values for all layers: (n_layer, B, n_kv_head, max_len, head_dim)."""
+
+    def __init__(self, cfg, batch_size, max_len, device, dtype):
+        shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.len = 0  # positions filled so far (the same for every row)
+
+    def update(self, layer, k, v):
+        T = k.size(2)
+        assert self.len + T <= self.k.size(3), "KV cache overflow: raise max_len"
+        self.k[layer, :, :, self.len:self.len + T] = k
+        self.v[layer, :, :, self.len:self.len + T] = v
+        return self.k[layer, :, :, :self.len + T], self.v[layer, :, :, :self.len + T]
+
+    def keep_rows(self, rows):
+        """Drop finished rows (rows: LongTensor of the rows to keep) so later steps compute less."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        bias = cfg.arch == "gpt2"
+        hd, nh, nkv = cfg.head_dim, cfg.n_head, cfg.n_kv_head
+        self.q_proj = nn.Linear(cfg.n_embd, nh * hd, bias=bias or cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.n_embd, nkv * hd, bias=bias or cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.n_embd, nkv * hd, bias=bias or cfg.qkv_bias)
+        self.o_proj = nn.Linear(nh * hd, cfg.n_embd, bias=bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.norm_eps)
+            self.k_norm = RMSNorm(hd, cfg.norm_eps)
+
+    def forward(self, x, rope, attn_mask, cache, layer):
+        B, T, _ = x.shape
+        cfg = self.cfg
+        q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim)
+        k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
+        v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        causal = attn_mask is None and T > 1
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
+                                           enable_gqa=cfg.n_kv_head != cfg.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.gpt2 = cfg.arch == "gpt2"
+        if not self.gpt2:
+            self.gate_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.intermediate_size, bias=self.gpt2)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=self.gpt2)
+
+    def forward(self, x):
+        if self.gpt2:
+            return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.input_layernorm = make_norm(cfg, cfg.n_embd)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = make_norm(cfg, cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope, attn_mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), rope, attn_mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        if cfg.arch == "gpt2":
+            self.model.embed_positions = nn.Embedding(cfg.max_seq_len, cfg.n_embd)
+        self.model.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.model.norm = make_norm(cfg, cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        if cfg.arch == "llama":
+            self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)  # .to(bfloat16) must not round the RoPE frequencies: recompute in fp32
+        if self.config.arch == "llama":
+            self.inv_freq = rope_inv_freq(self.config).to(self.inv_freq.device)
+        return self
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def rope(self, pos, dtype):
+        freqs = pos.float()[..., None] * self.inv_freq  # (B, T, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, idx, pos=None, attn_mask=None, cache=None):
+        """idx (B, T) token ids. pos (B, T) positions (default 0..T-1, after the cache if one is given).
+        attn_mask: bool (B, 1, T, T_total), True = may attend; None = plain causal.
+        Returns logits (B, T, vocab)."""
+        B, T = idx.shape
+        if pos is None:
+            start = cache.len if cache is not None else 0
+            pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
+        if attn_mask is None and cache is not None and cache.len > 0 and T > 1:
+            raise ValueError("a multi-token forward after a non-empty cache needs an explicit attn_mask")
+        x = self.model.embed_tokens(idx)
+        rope = None
+        if self.config.arch == "gpt2":
+            x = x + self.model.embed_positions(pos)
+        else:
+            rope = self.rope(pos, x.dtype)
+        for i, block in enumerate(self.model.layers):
+            x = block(x, rope, attn_mask, cache, i)
+        if cache is not None:
+            cache.len += T
+        return self.lm_head(self.model.norm(x))
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, device="cpu"):
+        """Load a local Hugging Face checkpoint directory (see hf.py)."""
+        from nanorlvr.hf import load_pretrained
+        return load_pretrained(path, dtype=dtype, device=device)

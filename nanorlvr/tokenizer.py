@@ -1,0 +1,149 @@
+"""
+Tokenizers, all as `tiktoken.Encoding`s.
+
+The toy task uses a byte-level encoding: the 256 single bytes are the whole vocabulary (so every digit is
+one token and any text round-trips), plus the special tokens of the prompt format:
+
+    <|user|>{question}<|assistant|>{solution}<|endoftext|>
+
+`load_tokenizer(path)` builds an encoding from a Hugging Face `tokenizer.json` (byte-level BPE: GPT-2,
+Qwen2/3, Llama 3) for real checkpoints; `render_chat` writes their chat templates.
+"""
+import tiktoken
+
+EOT, USER, ASSISTANT, PAD = "<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>"
+TOY_SPECIALS = (EOT, USER, ASSISTANT, PAD)
+
+
+def toy_tokenizer() -> tiktoken.Encoding:
+    ranks = {bytes([i]): i for i in range(256)}
+    specials = {s: 256 + i for i, s in enumerate(TOY_SPECIALS)}
+    # each character is its own piece; with single-byte ranks no merges exist anyway
+    return tiktoken.Encoding(name="nanorlvr-toy", pat_str=r"(?s:.)", mergeable_ranks=ranks,
+                             special_tokens=specials)
+
+
+def encode_prompt(enc: tiktoken.Encoding, question: str) -> list[int]:
+    """Token ids of the toy prompt format, up to and including the assistant marker."""
+    return [enc.encode_single_token(USER)] + enc.encode_ordinary(question) + [enc.encode_single_token(ASSISTANT)]
+
+
+def eot_id(enc: tiktoken.Encoding) -> int:
+    return enc.eot_token
+
+# -----------------------------------------------------------------------------
+# Hugging Face byte-level BPE tokenizers (GPT-2, Qwen2/3, Llama 3) as tiktoken encodings
+
+import json
+from pathlib import Path
+
+# the pre-tokenisation regex of tokenizers' ByteLevel(use_regex=True), i.e. GPT-2's
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's map from the printable characters used in byte-level vocabularies back to raw bytes:
+    printable Latin-1 bytes stand for themselves, the other 68 bytes are shifted to chr(256 + n)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            out[chr(b)] = b
+        else:
+            out[chr(256 + n)] = b
+            n += 1
+    return out
+
+
+def _split_pattern(pre) -> str:
+    """The one splitting regex of a tokenizer.json pre_tokenizer (Split, ByteLevel or a Sequence of them)."""
+    steps = pre["pretokenizers"] if pre and pre["type"] == "Sequence" else [pre] if pre else []
+    patterns, byte_level = [], False
+    for p in steps:
+        if p["type"] == "Split" and "Regex" in p["pattern"]:
+            if p.get("invert") or p.get("behavior") != "Isolated":
+                raise ValueError(f"unsupported Split pre-tokenizer {p}: only behavior 'Isolated', not inverted")
+            patterns.append(p["pattern"]["Regex"])
+        elif p["type"] == "ByteLevel":
+            if p.get("add_prefix_space"):
+                raise ValueError("ByteLevel add_prefix_space=True is not supported")
+            if p.get("use_regex", True):
+                patterns.append(GPT2_PATTERN)
+            byte_level = True
+        else:
+            raise ValueError(f"unsupported pre-tokenizer {p['type']!r} ({p})")
+    if not byte_level:
+        raise ValueError("not a byte-level BPE tokenizer: its pre_tokenizer has no ByteLevel step")
+    if len(patterns) != 1:
+        raise ValueError(f"need exactly one splitting regex in the pre_tokenizer, found {len(patterns)}")
+    return patterns[0]
+
+
+def _check_merges(bpe: dict, added: dict) -> None:
+    """tiktoken merges the adjacent pair whose concatenation has the lowest id, so the ids of merge results
+    must follow merge order (several merges may make the same token), and, unless whole pieces are looked up
+    first (ignore_merges, as tiktoken does), every multi-byte token must be made by some merge."""
+    vocab, last, made = bpe["vocab"], -1, set()
+    for i, m in enumerate(bpe.get("merges", [])):
+        a, b = m.split(" ") if isinstance(m, str) else m
+        if a not in vocab or b not in vocab or a + b not in vocab:
+            raise ValueError(f"merge {i} ({a!r}, {b!r}) uses or makes a token missing from the vocab")
+        if vocab[a + b] < last:
+            raise ValueError(f"merge {i} ({a!r}, {b!r}) makes id {vocab[a + b]} after a merge made id {last}: "
+                             "token ids do not follow merge order, which tiktoken requires")
+        last = vocab[a + b]
+        made.add(a + b)
+    if not bpe.get("ignore_merges"):
+        orphans = [t for t in vocab if len(t) > 1 and t not in made and t not in added]
+        if orphans:
+            raise ValueError(f"{len(orphans)} vocab tokens are made by no merge (e.g. {orphans[:5]})")
+
+
+def load_tokenizer(path) -> tiktoken.Encoding:
+    """A tiktoken encoding equivalent to a Hugging Face byte-level BPE `tokenizer.json` (or a directory holding
+    one). Added tokens become special tokens (encode with `allowed_special=...` to recognise them in text).
+    Not reproduced: the post-processor (Llama 3's automatic <|begin_of_text|>: add it yourself) and an NFC
+    normalizer (Qwen: text is taken as already NFC-normalised, as almost all text is)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer file {path} does not exist")
+    tj = json.loads(path.read_text(encoding="utf-8"))
+    bpe = tj["model"]
+    if bpe.get("type") != "BPE" or bpe.get("byte_fallback") or bpe.get("continuing_subword_prefix") \
+            or bpe.get("end_of_word_suffix") or bpe.get("dropout"):
+        raise ValueError(f"{path}: only plain byte-level BPE models are supported")
+    norm = tj.get("normalizer")
+    if norm and norm["type"] != "NFC" and not (norm["type"] == "Sequence" and not norm["normalizers"]):
+        raise ValueError(f"{path}: unsupported normalizer {norm['type']!r}")
+    pattern = _split_pattern(tj.get("pre_tokenizer"))
+    added = {t["content"]: t["id"] for t in tj.get("added_tokens", [])}
+    _check_merges(bpe, added)
+    to_byte, ranks = byte_level_alphabet(), {}
+    for token, i in bpe["vocab"].items():
+        if token in added:
+            continue
+        if any(c not in to_byte for c in token):
+            raise ValueError(f"{path}: vocab token {token!r} is not in the byte-level alphabet")
+        ranks[bytes(to_byte[c] for c in token)] = i
+    absent = [b for b in range(256) if bytes([b]) not in ranks]
+    if absent:
+        raise ValueError(f"{path}: no token for single bytes {absent[:10]}: every byte needs one")
+    return tiktoken.Encoding(name=path.parent.name or "hf", pat_str=pattern, mergeable_ranks=ranks,
+                             special_tokens=added)
+
+
+def render_chat(messages: list[dict], style: str = "qwen", add_generation_prompt: bool = True) -> str:
+    """The prompt text of an instruct model's chat format, for messages [{"role": ..., "content": ...}].
+    "qwen":   <|im_start|>{role}\\n{content}<|im_end|>\\n ...           (no default system message is added)
+    "llama3": <|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content, stripped}<|eot_id|> ...
+    With add_generation_prompt the header of the assistant's turn follows."""
+    if style == "qwen":
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+    if style == "llama3":
+        text = "<|begin_of_text|>" + "".join(
+            f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>" for m in messages)
+        return text + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if add_generation_prompt else "")
+    raise ValueError(f"unknown chat style {style!r}: use 'qwen' or 'llama3'")
