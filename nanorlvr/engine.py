@@ -1,0 +1,149 @@
+"""
+Batched sampling with a pre-allocated KV cache, and teacher-forced scoring of completions.
+
+`generate` takes many *different* prompts at once. They are left-padded to one length so that every row
+writes its keys/values at the same cache position; each row gets its own positions (so padding changes
+nothing) and a key mask hides the pads. Rows that stop (EOS / stop string) are dropped from the batch, so
+later steps only compute what is still running. For every sampled token it returns the log-prob under the
+distribution it was sampled from (after temperature / top-k / top-p), which GRPO uses as the old policy.
+
+`completion_logprobs` recomputes those log-probs with one teacher-forced forward (right-padded, plain
+causal attention): the trainer's new policy, the reference model, and the analyses all go through it.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from nanorlvr.model import KVCache
+
+
+@dataclass
+class Generation:
+    ids: torch.Tensor        # (N, max_new_tokens) completion ids, padded with 0 past `lengths`
+    logprobs: torch.Tensor   # (N, max_new_tokens) log-prob of each sampled token (0 past `lengths`)
+    lengths: torch.Tensor    # (N,) tokens generated, the stop token included
+    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without stopping
+
+    @property
+    def tokens(self) -> list[list[int]]:
+        return [row[:n].tolist() for row, n in zip(self.ids, self.lengths.tolist())]
+
+
+def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    """Sample one token per row from (B, V) logits. Returns (tokens, log-probs under the sampling
+    distribution). temperature 0 is greedy (log-prob 0: the sampling distribution is a point mass)."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1), torch.zeros(logits.size(0), device=logits.device)
+    logits = logits / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # tokens entirely past the nucleus (the first always stays)
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    logp = logits.log_softmax(-1)
+    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(),
+             stop_strings=(), decode=None, seed=None, generator=None, batch_size=None) -> Generation:
+    """Sample completions for a list of prompts (lists of token ids, any lengths).
+    stop_ids: token ids that end a row (kept as its last token). stop_strings need `decode` (ids -> str).
+    seed / generator: reproducible sampling. batch_size: split very large requests into chunks."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate needs a non-empty list of non-empty prompts")
+    if stop_strings and decode is None:
+        raise ValueError("stop_strings need a `decode` function")
+    device = next(model.parameters()).device
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    if batch_size and len(prompts) > batch_size:
+        parts = [generate(model, prompts[i:i + batch_size], max_new_tokens, temperature, top_k, top_p, stop_ids,
+                          stop_strings, decode, None, generator) for i in range(0, len(prompts), batch_size)]
+        return Generation(*(torch.cat([getattr(p, f) for p in parts]) for f in ("ids", "logprobs", "lengths", "truncated")))
+
+    B, P = len(prompts), max(len(p) for p in prompts)
+    if P + max_new_tokens > model.config.max_seq_len:
+        raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len {model.config.max_seq_len}")
+    plen = torch.tensor([len(p) for p in prompts], device=device)
+    pad = P - plen
+    idx = torch.zeros(B, P, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        idx[i, P - len(p):] = torch.tensor(p, device=device)
+    # valid[b, j]: cache slot j holds a real token of row b (prompt slots after the pad, every generated slot)
+    slots = torch.arange(P + max_new_tokens, device=device)
+    valid = (slots[None, :] >= pad[:, None])
+    causal = torch.tril(torch.ones(P, P, dtype=torch.bool, device=device))
+    eye = torch.eye(P, dtype=torch.bool, device=device)  # pads attend to themselves: no all-masked rows
+    any_pad = bool(pad.any())
+    mask = (valid[:, None, None, :P] & causal) | eye if any_pad else None
+    pos = (torch.arange(P, device=device)[None, :] - pad[:, None]).clamp(min=0)
+
+    cache = KVCache(model.config, B, P + max_new_tokens, device, next(model.parameters()).dtype)
+    logits = model(idx, pos=pos, attn_mask=mask, cache=cache)[:, -1]
+
+    out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
+    out_lp = torch.zeros(B, max_new_tokens, device=device)
+    lengths = torch.full((B,), max_new_tokens, device=device)
+    truncated = torch.ones(B, dtype=torch.bool, device=device)
+    stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    rows = torch.arange(B, device=device)   # original index of each row still running
+    next_pos = plen.clone()
+    for t in range(max_new_tokens):
+        tok, lp = sample_next(logits, temperature, top_k, top_p, generator)
+        out_ids[rows, t], out_lp[rows, t] = tok, lp
+        stopped = torch.isin(tok, stop_t)
+        if stop_strings:
+            tails = [decode(out_ids[r, max(0, t - 15):t + 1].tolist()) for r in rows.tolist()]
+            stopped |= torch.tensor([any(s in tail for s in stop_strings) for tail in tails], device=device)
+        lengths[rows[stopped]] = t + 1
+        truncated[rows[stopped]] = False
+        if t == max_new_tokens - 1 or bool(stopped.all()):
+            break
+        if bool(stopped.any()):  # compact: finished rows leave the batch and the cache
+            keep = (~stopped).nonzero().squeeze(-1)
+            rows, tok, valid, next_pos = rows[keep], tok[keep], valid[keep], next_pos[keep]
+            cache.keep_rows(keep)
+        step_mask = valid[:, None, None, :cache.len + 1] if any_pad else None
+        logits = model(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=cache)[:, -1]
+        next_pos += 1
+    return Generation(out_ids, out_lp, lengths, truncated)
+
+
+def pack(prompts, completions, pad_id=0):
+    """Right-pad prompt+completion rows into one (N, L) tensor; returns (idx, prompt_lens, completion_lens)."""
+    seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    L = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        idx[i, :len(s)] = torch.tensor(s)
+    return idx, torch.tensor([len(p) for p in prompts]), torch.tensor([len(c) for c in completions])
+
+
+def completion_logprobs(model, idx, prompt_lens, completion_lens, temperature=1.0, with_entropy=False):
+    """Teacher-forced log-probs of each completion token: (N, Lc) with Lc = max completion length,
+    entry [i, j] for token j of completion i (0 past its length), plus the mask (and entropy if asked)."""
+    device = next(model.parameters()).device
+    idx, prompt_lens, completion_lens = idx.to(device), prompt_lens.to(device), completion_lens.to(device)
+    Lc = int(completion_lens.max())
+    j = torch.arange(Lc, device=device)
+    mask = j[None, :] < completion_lens[:, None]
+    # logits at position (prompt_len - 1 + j) predict completion token j
+    src = (prompt_lens[:, None] - 1 + j[None, :]).clamp(max=idx.size(1) - 2)
+    logits = model(idx[:, :-1] if idx.size(1) > 1 else idx)
+    logits = logits.gather(1, src[..., None].expand(-1, -1, logits.size(-1))).float()
+    if temperature not in (0, 1):
+        logits = logits / temperature
+    targets = idx.gather(1, src + 1)
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1) * mask
+    if not with_entropy:
+        return logp, mask
+    entropy = -(logp_all.exp() * logp_all).sum(-1) * mask
+    return logp, mask, entropy

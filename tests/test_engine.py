@@ -1,0 +1,81 @@
+"""The sampling engine: batching must not change a row, seeds reproduce, log-probs are the model's."""
+import torch
+
+from nanorlvr.engine import completion_logprobs, generate, pack, sample_next
+from nanorlvr.model import GPT, GPTConfig
+
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15, 16]]
+
+
+def tiny(arch="llama"):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(arch=arch, vocab_size=50, n_layer=2, n_head=2, n_embd=32, max_seq_len=64)).eval()
+
+
+def test_greedy_row_is_the_same_alone_and_in_a_mixed_length_batch():
+    for arch in ("llama", "gpt2"):
+        model = tiny(arch)
+        batch = generate(model, PROMPTS, 16, temperature=0, stop_ids=[7])
+        for i, p in enumerate(PROMPTS):
+            alone = generate(model, [p], 16, temperature=0, stop_ids=[7])
+            assert alone.tokens[0] == batch.tokens[i]
+
+
+def test_greedy_equals_argmax_of_an_uncached_forward():
+    model = tiny()
+    out = generate(model, [PROMPTS[1]], 10, temperature=0).tokens[0]
+    seq = list(PROMPTS[1])
+    for _ in range(10):
+        seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    assert out == seq[len(PROMPTS[1]):]
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ():
+    model = tiny()
+    a = generate(model, PROMPTS, 20, temperature=1.0, seed=3)
+    b = generate(model, PROMPTS, 20, temperature=1.0, seed=3)
+    c = generate(model, PROMPTS, 20, temperature=1.0, seed=4)
+    assert torch.equal(a.ids, b.ids) and not torch.equal(a.ids, c.ids)
+
+
+def test_returned_logprobs_equal_teacher_forced_recomputation():
+    model = tiny()
+    g = generate(model, PROMPTS, 20, temperature=1.0, seed=0, stop_ids=[3, 9])
+    idx, plen, clen = pack(PROMPTS, g.tokens)
+    logp, mask = completion_logprobs(model, idx, plen, clen)
+    torch.testing.assert_close(logp, g.logprobs[:, :logp.size(1)] * mask, atol=1e-5, rtol=1e-5)
+    # at temperature T the log-probs are those of logits / T
+    g = generate(model, PROMPTS, 12, temperature=0.7, seed=0)
+    logp, mask = completion_logprobs(model, *pack(PROMPTS, g.tokens), temperature=0.7)
+    torch.testing.assert_close(logp, g.logprobs[:, :logp.size(1)], atol=1e-5, rtol=1e-5)
+
+
+def test_stop_tokens_lengths_and_truncation():
+    model = tiny()
+    g = generate(model, PROMPTS, 30, temperature=1.0, seed=1, stop_ids=[5, 6, 7, 8])
+    for toks, n, trunc in zip(g.tokens, g.lengths.tolist(), g.truncated.tolist()):
+        assert len(toks) == n
+        stops = [t in (5, 6, 7, 8) for t in toks]
+        assert stops.count(True) == (0 if trunc else 1)
+        assert trunc == (not stops[-1]) and (not trunc or n == 30)
+
+
+def test_stop_strings():
+    model = tiny()
+    decode = lambda ids: "".join(chr(97 + i % 26) for i in ids)
+    free = generate(model, PROMPTS, 20, temperature=0)
+    target = decode(free.tokens[0][3:5])  # a string the first row is known to produce
+    g = generate(model, PROMPTS, 20, temperature=0, stop_strings=[target], decode=decode)
+    first = next(i for i in range(1, 21) if target in decode(free.tokens[0][:i]))  # first time it appears
+    assert g.tokens[0] == free.tokens[0][:first] and not g.truncated[0]
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.tensor([[4.0, 3.0, 2.0, -5.0, -6.0]]).repeat(2000, 1)
+    gen = torch.Generator().manual_seed(0)
+    tok, lp = sample_next(logits, top_k=2, generator=gen)
+    assert set(tok.tolist()) == {0, 1}
+    p = torch.softmax(logits[0, :2], 0)
+    torch.testing.assert_close(lp.exp(), p[tok])  # log-probs of the renormalised distribution
+    tok, _ = sample_next(logits, top_p=0.5, generator=gen)  # p(0) = 0.66 > 0.5: only the top token
+    assert set(tok.tolist()) == {0}
