@@ -1,0 +1,95 @@
+"""
+Small things every script needs: `--key=value` flags from a dataclass, device choice, seeding, a progress
+line with ETA, and jsonl metric logging.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def parse_config(cls, argv=None, description=None):
+    """Build an argparse parser from a dataclass's fields (`--name=value`, help from field metadata)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = type(default) if default is not None else str
+        if kind is bool:
+            p.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=default,
+                           help=f.metadata.get("help", ""), metavar="BOOL")
+        else:
+            p.add_argument(f"--{f.name}", type=kind, default=default, help=f.metadata.get("help", ""))
+    return cls(**vars(p.parse_args(argv)))
+
+
+def pick_device(name="auto") -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fmt_secs(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """Times a loop of `total` steps; `eta(step)` after step `step` of [start, total)."""
+
+    def __init__(self, total, start=0):
+        self.total, self.start, self.t0 = total, start, time.time()
+
+    def elapsed(self):
+        return time.time() - self.t0
+
+    def eta(self, step):
+        done = step + 1 - self.start
+        return fmt_secs(self.elapsed() / max(done, 1) * (self.total - step - 1))
+
+
+def log(msg, file=sys.stdout):
+    print(msg, file=file, flush=True)
+
+
+def append_jsonl(path, row):
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def write_json(path, obj):
+    """Atomic: a crash leaves either the old file or the new one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,148 @@
+"""
+Problems with verifiable answers: the synthetic arithmetic task the toy trains on, and loaders for
+user-provided GSM8K-style (`#### 42`) and MATH-style (`\\boxed{}`) jsonl files.
+
+The synthetic task chains `n_ops` operations left to right, one step per line of the solution:
+
+    question  (7-12)*3/4
+    solution  7-12=-5
+              -5*3=-15
+              -15/4=-15/4
+              #### -3.75
+
+A division (only ever the last operation) gives a fraction, and the final line writes the answer in one of
+several equivalent surface forms (reduced or unreduced fraction, terminating decimal), while the gold is
+canonical (`-15/4`): exact string match undercounts, the sympy verifier does not. Train and test splits
+are disjoint by construction: a question's split is a hash of its text.
+"""
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+
+@dataclass
+class TaskConfig:
+    n_ops: int = 2          # operations per problem (steps of the chain of thought)
+    max_num: int = 20       # operands are drawn from 1..max_num
+    ops: str = "+-*"        # operations other than the final division
+    p_div: float = 0.25     # probability that the last operation is a division (fraction answers)
+    test_every: int = 10    # one question in `test_every` (by hash) belongs to the test split
+
+
+def fmt(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def surface_forms(x: Fraction, unreduced: str | None) -> list[str]:
+    """The equivalent ways the final line may write x: canonical, unreduced fraction, terminating decimal."""
+    forms = [fmt(x)]
+    if unreduced and unreduced != forms[0]:
+        forms.append(unreduced)
+    d = x.denominator
+    while d % 2 == 0:
+        d //= 2
+    while d % 5 == 0:
+        d //= 5
+    if d == 1 and x.denominator != 1:
+        forms.append(f"{float(x):.10g}")
+    return forms
+
+
+def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
+    a = rng.randint(1, cfg.max_num)
+    question, value, lines, unreduced = str(a), Fraction(a), [], None
+    for k in range(cfg.n_ops):
+        b = rng.randint(1, cfg.max_num)
+        op = "/" if k == cfg.n_ops - 1 and rng.random() < cfg.p_div else rng.choice(cfg.ops)
+        question = (f"({question})" if k > 0 else question) + f"{op}{b}"
+        new = {"+": value + b, "-": value - b, "*": value * b, "/": value / b}[op]
+        if op == "/":
+            unreduced = f"{fmt(value)}/{b}"   # value is an integer here: division only comes last
+        lines.append(f"{fmt(value)}{op}{b}={fmt(new)}")
+        value = new
+    answer = rng.choice(surface_forms(value, unreduced))
+    return {"question": question, "answer": fmt(value), "solution": "\n".join(lines) + f"\n#### {answer}"}
+
+
+def split_of(question: str, test_every: int) -> str:
+    h = int(hashlib.md5(question.encode()).hexdigest()[:8], 16)
+    return "test" if h % test_every == 0 else "train"
+
+
+def generate_splits(cfg: TaskConfig, n_train: int, n_test: int, seed: int = 0):
+    """Distinct problems, split by the hash of the question: disjoint train and test lists."""
+    rng = random.Random(seed)
+    seen, train, test = set(), [], []
+    attempts = 0
+    while len(train) < n_train or len(test) < n_test:
+        attempts += 1
+        if attempts > 50 * (n_train + n_test):
+            raise ValueError(f"cannot find {n_train}+{n_test} distinct problems with {cfg}: make the task larger")
+        p = make_problem(rng, cfg)
+        if p["question"] in seen:
+            continue
+        seen.add(p["question"])
+        split = train if split_of(p["question"], cfg.test_every) == "train" else test
+        if len(split) < (n_train if split is train else n_test):
+            split.append(p)
+    return train, test
+
+
+def write_jsonl(rows, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    tmp.replace(path)
+
+
+def load_jsonl(path) -> list[dict]:
+    """Load problems as dicts with `question`, `answer` (gold) and `solution` (may be empty).
+    Accepts our own format, GSM8K style ({"question", "answer": "...#### 42"}) and MATH style
+    ({"problem", "solution": "...\\boxed{x}..."}). Every gold is parsed now: a bad one is an error."""
+    from nanorlvr.verifier import check_gold, extract_answer
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            question = d.get("question", d.get("problem"))
+            if question is None:
+                raise ValueError(f"{path}:{i + 1}: no 'question' or 'problem' field")
+            if "solution" in d and "answer" in d and "####" not in str(d["answer"]):
+                solution, gold = d["solution"], str(d["answer"])                  # ours (or MATH with answer)
+            elif "####" in str(d.get("answer", "")):
+                solution = d["answer"]                                             # GSM8K
+                gold = solution.rsplit("####", 1)[1].strip()
+            elif "solution" in d:
+                solution, gold = d["solution"], extract_answer(d["solution"], last_number_fallback=False)  # MATH
+            else:
+                raise ValueError(f"{path}:{i + 1}: no answer: need 'answer' or a 'solution' with \\boxed{{}}")
+            if gold is None:
+                raise ValueError(f"{path}:{i + 1}: could not find the final answer in the solution")
+            try:
+                check_gold(gold)
+            except ValueError as e:
+                raise ValueError(f"{path}:{i + 1}: gold answer {gold!r} cannot be parsed: {e}") from None
+            rows.append({"question": question, "answer": gold, "solution": solution})
+    return rows
+
+
+def ensure_toy_data(data_dir="data", cfg: TaskConfig = None, n_train=50000, n_test=1000, seed=0):
+    """Write data/toy_{train,test}.jsonl if they are missing; return their paths."""
+    cfg = cfg or TaskConfig()
+    train_path, test_path = Path(data_dir) / "toy_train.jsonl", Path(data_dir) / "toy_test.jsonl"
+    if not (train_path.exists() and test_path.exists()):
+        train, test = generate_splits(cfg, n_train, n_test, seed)
+        write_jsonl(train, train_path)
+        write_jsonl(test, test_path)
+    return train_path, test_path

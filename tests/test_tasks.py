@@ -1,0 +1,52 @@
+"""The synthetic task and the jsonl loaders."""
+import json
+import random
+from fractions import Fraction
+
+import pytest
+
+from nanorlvr.tasks import TaskConfig, generate_splits, load_jsonl, make_problem, write_jsonl
+
+
+def test_answers_are_the_value_of_the_question():
+    rng = random.Random(0)
+    for _ in range(300):
+        p = make_problem(rng, TaskConfig(n_ops=3))
+        # the question is plain arithmetic with explicit parentheses: Fraction-evaluate it independently
+        tokens = p["question"].replace("(", " ( ").replace(")", " ) ")
+        for op in "+-*/":
+            tokens = tokens.replace(op, f" {op} ")
+        py = " ".join(f"Fraction({t})" if t.isdigit() else t for t in tokens.split())
+        assert Fraction(p["answer"]) == eval(py, {"Fraction": Fraction})
+
+
+def test_solution_ends_with_an_equivalent_surface_form():
+    rng = random.Random(1)
+    forms = set()
+    for _ in range(400):
+        p = make_problem(rng, TaskConfig(p_div=1.0))
+        final = p["solution"].rsplit("#### ", 1)[1]
+        assert Fraction(final) == Fraction(p["answer"])
+        forms.add("dec" if "." in final else "frac" if final != p["answer"] else "canonical")
+    assert forms == {"dec", "frac", "canonical"}
+
+
+def test_train_and_test_splits_are_disjoint_and_distinct():
+    train, test = generate_splits(TaskConfig(), 3000, 300, seed=0)
+    qtrain, qtest = {p["question"] for p in train}, {p["question"] for p in test}
+    assert len(qtrain) == 3000 and len(qtest) == 300 and not qtrain & qtest
+
+
+def test_loads_gsm8k_and_math_style_files(tmp_path):
+    write_jsonl([{"question": "How many?", "answer": "2 + 2 = 4\n#### 4"}], tmp_path / "gsm.jsonl")
+    write_jsonl([{"problem": "Half?", "solution": "It is $\\boxed{\\frac{1}{2}}$."}], tmp_path / "math.jsonl")
+    assert load_jsonl(tmp_path / "gsm.jsonl")[0]["answer"] == "4"
+    assert load_jsonl(tmp_path / "math.jsonl")[0]["answer"] == "\\frac{1}{2}"
+
+
+def test_unparseable_gold_is_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n" +
+                    json.dumps({"question": "q", "answer": "@@ ### @@", "solution": "s"}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        load_jsonl(path)
