@@ -1,0 +1,197 @@
+"""Specification of nanorlvr.grpo: advantages, token weights, k3 KL and the clipped policy loss.
+
+Expected numbers are worked out by hand in the comments next to them."""
+
+import math
+
+import pytest
+import torch
+
+from nanorlvr.grpo import (entropy_from_logits, group_advantages, kl_k3, logprobs_from_logits,
+                           loss_normaliser, masked_mean, policy_loss, token_weights, zero_variance_groups)
+
+AGGS = ["token-mean", "seq-mean-token-mean", "seq-sum-constant"]
+
+
+def close(a, b, tol=1e-5):
+    return torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), atol=tol)
+
+
+# ----------------------------------------------------------------------------- advantages
+
+def test_group_advantages_use_population_std_per_consecutive_group():
+    # group 1: mean 0.25, population std sqrt(0.1875) -> 0.75/std = sqrt(3), -0.25/std = -1/sqrt(3)
+    # group 2: mean 0.5, population std 0.5 -> +-1
+    r = torch.tensor([1., 0, 0, 0, 1, 1, 0, 0])
+    s3 = math.sqrt(3)
+    assert close(group_advantages(r, 4, eps=0.0), [s3, -1 / s3, -1 / s3, -1 / s3, 1, 1, -1, -1])
+
+
+def test_group_advantages_add_eps_to_std():
+    # mean 0.5, std 0.5, eps 0.1 -> 0.5 / 0.6
+    assert close(group_advantages(torch.tensor([1., 0]), 2, eps=0.1), [0.5 / 0.6, -0.5 / 0.6])
+
+
+def test_dr_grpo_advantages_are_centred_but_not_scaled():
+    r = torch.tensor([1., 0, 0, 0, 1, 1, 0, 0])
+    assert close(group_advantages(r, 4, scale_std=False), [0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5])
+
+
+def test_zero_variance_groups_flag_every_row_of_constant_groups_and_get_exact_zero_advantage():
+    r = torch.tensor([0.3, 0.3, 0.3, 1, 0, 1, 0.7, 0.7, 0.7])
+    assert zero_variance_groups(r, 3).tolist() == [True] * 3 + [False] * 3 + [True] * 3
+    for scale in (True, False):
+        a = group_advantages(r, 3, scale_std=scale)
+        assert (a[:3] == 0).all() and (a[6:] == 0).all() and (a[3:6] != 0).all()
+
+
+# ----------------------------------------------------------------------------- token weights, KL, helpers
+
+def test_lowprob_and_dominate_token_weights():
+    p = torch.tensor([0.0, 0.5, 1.0], requires_grad=True)
+    assert close(token_weights(p, "lowprob", 0.2), [1.2, 1.1, 1.0])   # 1 + c(1-p)
+    assert close(token_weights(p, "dominate", 0.2), [0.8, 0.9, 1.0])  # 1 - c + c p
+    assert close(token_weights(p, "none", 0.2), [1.0, 1.0, 1.0])
+    assert not token_weights(p, "lowprob", 0.2).requires_grad
+    with pytest.raises(ValueError):
+        token_weights(p, "bogus", 0.2)
+
+
+def test_kl_k3_hand_value_and_zero_when_equal():
+    # pi = 0.5, pi_ref = 0.25: d = log 0.5; exp(d) - d - 1 = 0.5 + log 2 - 1
+    assert close(kl_k3(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25))), 0.5 + math.log(2) - 1)
+    x = torch.randn(5)
+    assert (kl_k3(x, x) == 0).all()
+
+
+def test_entropy_and_logprobs_from_logits():
+    assert close(entropy_from_logits(torch.zeros(2, 4)), [math.log(4)] * 2)
+    logits = torch.randn(2, 3, 7)
+    tok = torch.randint(0, 7, (2, 3))
+    ref = torch.log_softmax(logits, -1).gather(-1, tok[..., None])[..., 0]
+    assert close(logprobs_from_logits(logits, tok), ref)
+    assert close(masked_mean(torch.tensor([1., 2, 9]), torch.tensor([1, 1, 0])), 1.5)
+
+
+# ----------------------------------------------------------------------------- policy loss, hand example
+# ratios r = [[1.0, 1.5, 0.5], [1.1, 0.7, 2.0]], last token of seq 1 masked, A = [1, -2], clip range [0.8, 1.28]
+# seq 0 (A=1):  -min(r, clip r)        = -1.0, -1.28 (clipped), -0.5
+# seq 1 (A=-2): 2 max(r, clip r)       =  2.2,  1.6 (clipped), (4.0 masked)
+# sum over the 5 tokens = 1.02
+
+R = torch.tensor([[1.0, 1.5, 0.5], [1.1, 0.7, 2.0]])
+MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
+ADV = torch.tensor([1.0, -2.0])
+
+
+def hand_loss(**kw):
+    return policy_loss(torch.log(R), torch.zeros(2, 3), ADV, MASK, **kw)
+
+
+def test_token_mean_loss_and_stats_on_hand_example():
+    loss, st = hand_loss(agg="token-mean")
+    assert close(loss, 1.02 / 5)
+    assert close(st["clip_frac"], 2 / 5)
+    assert close(st["ratio_mean"], 4.8 / 5)
+    # mean of r - 1 - log r over the 5 tokens
+    assert close(st["approx_kl"], (0.5 - math.log(1.5) - 0.5 + math.log(2) + 0.1 - math.log(1.1) - 0.3 - math.log(0.7)) / 5)
+    assert "kl_ref" not in st
+    per_token_adv, _ = policy_loss(torch.log(R), torch.zeros(2, 3), ADV[:, None].expand(2, 3), MASK)
+    assert close(per_token_adv, 1.02 / 5)
+
+
+def test_seq_mean_token_mean_loss_on_hand_example():
+    loss, _ = hand_loss(agg="seq-mean-token-mean")
+    assert close(loss, ((-1 - 1.28 - 0.5) / 3 + (2.2 + 1.6) / 2) / 2)
+
+
+def test_seq_sum_constant_loss_on_hand_example():
+    loss, _ = hand_loss(agg="seq-sum-constant")  # default constant = padded length 3
+    assert close(loss, 1.02 / (2 * 3))
+    loss, _ = hand_loss(agg="seq-sum-constant", loss_norm=loss_normaliser(MASK, "seq-sum-constant", constant=10))
+    assert close(loss, 1.02 / (2 * 10))
+
+
+def test_token_weights_multiply_the_advantage():
+    # weights 2 on (0,1): A~=2, r=1.5 -> -min(3, 2.56) = -2.56; 0.5 on (1,0): A~=-1, r=1.1 -> 1.1
+    w = torch.tensor([[1.0, 2.0, 1.0], [0.5, 1.0, 1.0]])
+    loss, _ = hand_loss(weights=w)
+    assert close(loss, (-1 - 2.56 - 0.5 + 1.1 + 1.6) / 5)
+
+
+def test_kl_penalty_adds_kl_coef_times_k3():
+    # ref = logp + log 2 everywhere: k3 = 2 - log 2 - 1 per token
+    k3 = 1 - math.log(2)
+    loss, st = hand_loss(ref_logp=torch.log(R) + math.log(2), kl_coef=0.1)
+    assert close(loss, 1.02 / 5 + 0.1 * k3)
+    assert close(st["kl_ref"], k3)
+
+
+def test_unknown_aggregation_raises():
+    with pytest.raises(ValueError):
+        hand_loss(agg="mean")
+
+
+# ----------------------------------------------------------------------------- on-policy gradient
+
+def test_on_policy_first_pass_has_no_clipping_and_gradient_minus_weighted_advantage():
+    torch.manual_seed(0)
+    logp = (-torch.rand(3, 4) * 3).requires_grad_()
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    adv = torch.tensor([0.5, -1.0, 2.0])
+    w = token_weights(torch.exp(logp.detach()), "lowprob", 0.2)
+    for agg in AGGS:
+        logp.grad = None
+        loss, st = policy_loss(logp, logp.detach(), adv, mask, agg=agg, weights=w)
+        loss.backward()
+        assert st["clip_frac"] == 0 and close(st["ratio_mean"], 1.0) and close(st["approx_kl"], 0.0)
+        g = -adv[:, None] * w * mask  # d/dlogp of -ratio*A~ at ratio = 1, before aggregation
+        if agg == "token-mean":
+            expect = g / 7
+        elif agg == "seq-mean-token-mean":
+            expect = g / torch.tensor([4.0, 2.0, 1.0])[:, None] / 3
+        else:
+            expect = g / (3 * 4)
+        assert close(logp.grad, expect)
+
+
+def test_zero_variance_groups_contribute_no_policy_gradient():
+    torch.manual_seed(1)
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0])  # first group constant
+    adv = group_advantages(rewards, 3)
+    logp = torch.randn(6, 5).requires_grad_()
+    old = logp.detach() + 0.3 * torch.randn(6, 5)  # off-policy: ratios != 1, some clipped
+    loss, _ = policy_loss(logp, old, adv, torch.ones(6, 5))
+    loss.backward()
+    assert (logp.grad[:3] == 0).all()
+    assert (logp.grad[3:] != 0).any()
+
+
+# ----------------------------------------------------------------------------- minibatching
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_minibatch_losses_with_full_batch_normaliser_sum_to_full_batch_loss(agg):
+    torch.manual_seed(2)
+    n, t = 4, 6
+    logp = (-torch.rand(n, t) * 2).requires_grad_()
+    old = logp.detach() + 0.2 * torch.randn(n, t)
+    ref = logp.detach() + 0.1 * torch.randn(n, t)
+    adv = torch.tensor([1.0, -0.5, 0.3, -2.0])
+    mask = torch.tensor([[1] * 6, [1] * 6, [1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]])  # halves: 12 vs 3 tokens
+    full, _ = policy_loss(logp, old, adv, mask, agg=agg, ref_logp=ref, kl_coef=0.05)
+    (g_full,) = torch.autograd.grad(full, logp)
+    norm = loss_normaliser(mask, agg)
+    halves = (slice(0, 2), slice(2, 4))
+    total = sum(policy_loss(logp[s], old[s], adv[s], mask[s], loss_norm=norm, agg=agg, ref_logp=ref[s],
+                            kl_coef=0.05)[0] for s in halves)
+    (g_parts,) = torch.autograd.grad(total, logp)
+    assert close(total, full, 1e-6)
+    assert close(g_parts, g_full, 1e-7)
+
+
+def test_loss_normaliser_values():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert loss_normaliser(mask, "token-mean") == 4
+    assert loss_normaliser(mask, "seq-mean-token-mean") == 2
+    assert loss_normaliser(mask, "seq-sum-constant") == 8
+    assert loss_normaliser(mask, "seq-sum-constant", constant=100) == 200
