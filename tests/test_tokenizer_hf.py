@@ -1,0 +1,131 @@
+"""
+load_tokenizer (HF tokenizer.json -> tiktoken) against the `tokenizers` library as the reference, on byte-level
+BPEs trained here on a few KB of text, and render_chat against hand-written Qwen / Llama 3 prompts.
+"""
+import json
+
+import pytest
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from nanorlvr.tokenizer import load_tokenizer, render_chat
+
+# Qwen2's split regex (Llama 3's differs only in \p{N}{1,3} for \p{N})
+QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+LLAMA3_PATTERN = QWEN_PATTERN.replace(r"\p{N}|", r"\p{N}{1,3}|")
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+TRAIN = [
+    "The quick brown fox jumps over the lazy dog. It's 12:45 and we've got 3 apples; they'll cost $4.99!",
+    "def main():\n    for i in range(10):\n        print(f\"value {i} = {i * i}\")\n\treturn None\n",
+    "Grüße aus Köln! Ça va? Naïve café, déjà vu, smörgåsbord, Straße.",
+    "Привет, мир! Как дела? Москва 2024 год.  日本語のテキストです。東京タワー。中文文本，你好世界！",
+    "Emoji time 🚀🔥🎉 — and ✓ marks, ½ fractions, π ≈ 3.14159, ∑x² = 42.",
+    "Numbers: 1234567890 0.001 -17 +3e10 1,000,000 and 2+2=4, 10/3≈3.333…",
+    "Whitespace   runs\t\ttabs\n\n\nnewlines\r\nCRLF   trailing   \n   leading",
+    "I'M SHOUTING, you're whispering; THEY'LL see. She'd've known. Don't, won't, can't.",
+    "<html><body class=\"x\">Hello &amp; welcome</body></html> {\"key\": [1, 2, 3], \"ok\": true}",
+    "Question: What is 17 * 23? Answer: 17 * 23 = 391. #### 391",
+]
+
+CORPUS = [
+    "Hello world! It's a test: 42 apples, 3.14 pies, and 1000000 dollars.",
+    "  leading spaces and trailing   \n\n\tmixed\t whitespace \r\n windows line",
+    "Unseen wörds: Übermäßig, façade, coöperate, naïveté — and “quotes” ‘too’.",
+    "Mixed scripts: Ελληνικά, עברית, العربية, हिन्दी, 한국어, 日本語, 中文。",
+    "Emoji: 👩‍👩‍👧‍👦 🏳️‍🌈 👍🏽 🚀🚀🚀 and flags 🇫🇷🇯🇵",
+    "Digits 0123456789 9876543210 12 345 6789 v1.2.3 2024-06-01T12:00:00Z",
+    "Specials inline: <|im_start|>user\nhi<|im_end|>\n<|endoftext|>tail",
+    "Contractions: I'll, we'd, THEY'RE, it's, Y'ALL'VE; code: x+=1; y->z; a::b",
+    "Odd spaces:\u00a0nbsp,\u3000ideographic,\u2009thin, zero\u200bwidth, \u2028line sep",
+    "",
+    " ",
+    "\n",
+    "a",
+    "ThE QuIcK BrOwN FoX   JUMPS\n\n\n   over    the lazy dog 🐶!!!???...",
+]
+
+
+def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False):
+    tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TRAIN * 3, trainer=trainer)
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    return tok, path
+
+
+PRE_TOKENIZERS = {
+    "gpt2_bytelevel": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    "qwen_split": lambda: pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+    "llama3_split": lambda: pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]),
+}
+
+
+@pytest.mark.parametrize("kind", PRE_TOKENIZERS)
+def test_encodes_and_decodes_like_tokenizers(tmp_path, kind):
+    # Llama 3's tokenizer.json looks whole pieces up before merging (ignore_merges), as tiktoken does
+    ref, path = train_tokenizer(tmp_path, PRE_TOKENIZERS[kind](), ignore_merges=kind == "llama3_split")
+    enc = load_tokenizer(path)
+    assert enc.n_vocab == ref.get_vocab_size()
+    for text in CORPUS + TRAIN:
+        ids = enc.encode(text, allowed_special="all")
+        assert ids == ref.encode(text, add_special_tokens=False).ids, text
+        assert enc.decode(ids) == text
+        assert ref.decode(ids, skip_special_tokens=False) == text
+
+
+def test_special_tokens_keep_their_ids(tmp_path):
+    ref, path = train_tokenizer(tmp_path, PRE_TOKENIZERS["qwen_split"]())
+    enc = load_tokenizer(tmp_path)  # a directory holding tokenizer.json works too
+    for s in SPECIALS:
+        assert enc.encode_single_token(s) == ref.token_to_id(s)
+    ref.encode_special_tokens = True  # special-token text as ordinary text
+    assert enc.encode_ordinary("<|im_end|>") == ref.encode("<|im_end|>").ids
+
+
+def test_vocab_ids_out_of_merge_order_are_rejected(tmp_path):
+    _, path = train_tokenizer(tmp_path, PRE_TOKENIZERS["gpt2_bytelevel"]())
+    tj = json.loads(path.read_text())
+    (a1, b1), (a2, b2) = tj["model"]["merges"][:2]
+    vocab = tj["model"]["vocab"]
+    vocab[a1 + b1], vocab[a2 + b2] = vocab[a2 + b2], vocab[a1 + b1]
+    path.write_text(json.dumps(tj))
+    with pytest.raises(ValueError, match="merge order"):
+        load_tokenizer(path)
+
+
+def test_missing_tokenizer_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_render_chat_qwen():
+    messages = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "4"}, {"role": "user", "content": "And 3+3?"}]
+    assert render_chat(messages, "qwen") == (
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n4<|im_end|>\n"
+        "<|im_start|>user\nAnd 3+3?<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    assert render_chat(messages[1:2], "qwen", add_generation_prompt=False) == \
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+
+
+def test_render_chat_llama3():
+    messages = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "  What is 2+2?\n"}]
+    assert render_chat(messages, "llama3") == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert render_chat(messages[1:], "llama3", add_generation_prompt=False) == \
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
+    with pytest.raises(ValueError, match="unknown chat style"):
+        render_chat(messages, "chatml")
