@@ -1,0 +1,179 @@
+"""
+Token-level analysis of Paper 1 ("On the Direction of RLVR Updates"), behind `analyze.py dlogp`:
+
+1. Responses sampled from the base and from the RL model are teacher-forced through both; per token
+   dlogp = log pi_RL(y) - log pi_base(y), KL(pi_RL || pi_base) and the entropies. How well does each metric
+   tell base-generated from RL-generated text (ROC AUC, histogram overlap)? How sparse is dlogp?
+2. Token replacement: the base model leads, the RL model scores in lock-step (lockstep.py), and where a gate
+   fires the token is re-sampled from pi_RL. Held-out accuracy vs replacement ratio for each gate criterion,
+   and the smallest ratio that recovers 90% of the RL - base gap.
+"""
+from pathlib import Path
+
+import torch
+
+from nanorlvr import checkpoint as ckpt
+from nanorlvr.analyses_weights import fmt, plot_hist, plot_lines
+from nanorlvr.analysis import histogram_overlap, separability, token_metrics
+from nanorlvr.common import Progress, log
+from nanorlvr.engine import generate, pack
+from nanorlvr.lockstep import GATES, lockstep_generate_fn
+from nanorlvr.tokenizer import encode_prompt
+
+METRICS = ("dlogp", "kl", "entropy_base", "entropy_rl")
+SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
+
+# -----------------------------------------------------------------------------
+# 1. per-token metrics of base- and RL-generated responses
+
+
+def completion_logits(model, idx, prompt_lens, completion_lens):
+    """Teacher-forced logits predicting each completion token: (N, Lc, V) float32 on the CPU, the target ids
+    (N, Lc) and the mask (N, Lc) of real completion tokens (same positions as engine.completion_logprobs)."""
+    device = next(model.parameters()).device
+    Lc = int(completion_lens.max())
+    j = torch.arange(Lc)
+    mask = j[None, :] < completion_lens[:, None]
+    src = (prompt_lens[:, None] - 1 + j[None, :]).clamp(max=idx.size(1) - 2)
+    logits = model(idx[:, :-1].to(device)).float().cpu()
+    logits = logits.gather(1, src[..., None].expand(-1, -1, logits.size(-1)))
+    return logits, idx.gather(1, src + 1), mask
+
+
+# Paper 1 (Direction of RLVR updates), token metrics dlogp / KL / entropy of responses scored by both models
+@torch.no_grad()
+def pair_token_metrics(model_base, model_rl, prompts, completions, batch_size=32):
+    """{metric: 1-D tensor over every completion token} with the metrics of analysis.token_metrics."""
+    out = {m: [] for m in METRICS}
+    for b in range(0, len(prompts), batch_size):
+        idx, plen, clen = pack(prompts[b:b + batch_size], completions[b:b + batch_size])
+        if int(clen.max()) == 0:
+            continue
+        lb, targets, mask = completion_logits(model_base, idx, plen, clen)
+        lr, _, _ = completion_logits(model_rl, idx, plen, clen)
+        for name, v in token_metrics(lb, lr, targets).items():
+            out[name].append(v[mask])
+    return {m: torch.cat(v) if v else torch.zeros(0) for m, v in out.items()}
+
+
+def sample_responses(model, enc, problems, samples, max_new_tokens, temperature, top_p, seed):
+    prompts = [encode_prompt(enc, p["question"]) for p in problems for _ in range(samples)]
+    g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                 stop_ids=[enc.eot_token], batch_size=1024)
+    return prompts, g.tokens
+
+
+def sparsity(dlogp):
+    """Share of tokens with |dlogp| above each small threshold (RL changes few tokens' probabilities)."""
+    return {f"abs_gt_{t}": (dlogp.abs() > t).double().mean().item() if len(dlogp) else None
+            for t in SPARSITY_THRESHOLDS}
+
+
+def compare_populations(m_base_gen, m_rl_gen):
+    """Per metric: ROC AUC of RL-generated vs base-generated (> 0.5: larger on RL text), the direction-free
+    separation |AUC - 0.5| * 2, the histogram overlap and the two means."""
+    out = {}
+    for name in METRICS:
+        a, b = m_rl_gen[name], m_base_gen[name]
+        auc = separability(a, b)
+        out[name] = {"auc_rl_vs_base": auc, "separation": abs(auc - 0.5) * 2, "overlap": histogram_overlap(a, b),
+                     "mean_rl_gen": a.double().mean().item(), "mean_base_gen": b.double().mean().item()}
+    return out
+
+# -----------------------------------------------------------------------------
+# 2. token replacement sweep
+
+
+def thresholds_for_ratios(criterion, ratios, m_base_gen):
+    """Gate thresholds expected to fire on about `ratios` of the tokens of base-led generation, read off the
+    gate statistic on base-generated responses: dlogp <= its r-quantile, KL / base entropy >= their
+    (1 - r)-quantile, random: tau = r. The ratio actually realised is measured during generation."""
+    if criterion == "random":
+        return list(ratios)
+    x = m_base_gen["entropy_base" if criterion == "entropy" else criterion].double()
+    q = torch.tensor([r if criterion == "dlogp" else 1 - r for r in ratios], dtype=torch.float64)
+    return torch.quantile(x, q).tolist()
+
+
+def ratio_to_reach(ratios, accs, acc_base, acc_rl, share=0.9):
+    """Smallest replacement ratio whose accuracy reaches acc_base + share (acc_rl - acc_base), interpolated
+    linearly between sweep points sorted by ratio, starting from (0, acc_base). None if never reached (or
+    if RL is not better than base)."""
+    if acc_rl <= acc_base:
+        return None
+    target = acc_base + share * (acc_rl - acc_base)
+    pts = [(0.0, acc_base)] + sorted(zip(ratios, accs))
+    for (r0, a0), (r1, a1) in zip(pts, pts[1:]):
+        if a1 >= target:
+            return r0 + (target - a0) / (a1 - a0) * (r1 - r0)  # a0 < target <= a1
+    return None
+
+
+# Paper 1 (Direction of RLVR updates), token replacement: base leads, gate (dlogp <= tau | KL, entropy >= tau | random) -> resample from pi_RL
+def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0, sampled=True):
+    """{criterion: [{"tau", "ratio", "acc", "eval"}]} for each (criterion, tau) in taus. ratio = share of
+    generated positions where the gate fired, over the avg@k samples (sampled=True) or the greedy pass."""
+    jobs = [(c, tau) for c, ts in taus.items() for tau in ts]
+    out, prog = {c: [] for c in taus}, Progress(len(jobs))
+    for i, (criterion, tau) in enumerate(jobs):
+        calls = []
+        inner = lockstep_generate_fn(model_base, model_rl, "dlogp", 0.0, max_new_tokens=max_new_tokens,
+                                     stop_ids=stop_ids, top_p=top_p, gate=criterion, tau=tau, batch_size=1024)
+
+        def recorded(prompts, temperature, seed):
+            g = inner(prompts, temperature, seed)
+            calls.append((temperature, g.replacement_ratio))
+            return g
+        r = evaluate_fn(model_base, generate_fn=recorded)
+        ratio = [x for t, x in calls if (t > 0) == sampled][-1]
+        out[criterion].append({"tau": tau, "ratio": ratio, "acc": r["acc"], "eval": r})
+        log(f"replace {criterion:8s} tau {tau:+.4f}: ratio {ratio:.3f} acc {r['acc']:.3f}; eta {prog.eta(i)}")
+    return out
+
+
+def run_dlogp(base_path, rl_path, out, enc, probe, evaluate_fn, *, samples=4, ratios=(), criteria=GATES,
+              max_new_tokens=64, temperature=1.0, top_p=1.0, k=8, seed=0, batch_size=32, device="cpu"):
+    """Part 1 on the `probe` problems (x samples each); part 2 (if ratios is non-empty) through evaluate_fn."""
+    model_base = ckpt.load_model(base_path, device).eval()
+    model_rl = ckpt.load_model(rl_path, device).eval()
+    log(f"dlogp: sampling {len(probe)} x {samples} responses from each model, scoring with both ...")
+    m = {}
+    for who, model in (("base_gen", model_base), ("rl_gen", model_rl)):
+        prompts, completions = sample_responses(model, enc, probe, samples, max_new_tokens, temperature, top_p, seed)
+        m[who] = pair_token_metrics(model_base, model_rl, prompts, completions, batch_size)
+    both = torch.cat([m["base_gen"]["dlogp"], m["rl_gen"]["dlogp"]])
+    report = {"base": str(base_path), "rl": str(rl_path), "tokens": {w: len(v["dlogp"]) for w, v in m.items()},
+              "separability": compare_populations(m["base_gen"], m["rl_gen"]),
+              "sparsity": {"all": sparsity(both), "base_gen": sparsity(m["base_gen"]["dlogp"]),
+                           "rl_gen": sparsity(m["rl_gen"]["dlogp"])}}
+    for name in METRICS:
+        plot_hist(Path(out) / f"hist_{name}.png", {"base-generated": m["base_gen"][name], "RL-generated": m["rl_gen"][name]},
+                  f"{name} per token (AUC RL vs base {report['separability'][name]['auc_rl_vs_base']:.3f})", name,
+                  logy=name in ("dlogp", "kl"))
+    sep = report["separability"]
+    summary = [f"Tokens scored: {report['tokens']['base_gen']} base-generated, {report['tokens']['rl_gen']} RL-generated.",
+               "AUC (RL- vs base-generated) / histogram overlap: " + ", ".join(
+                   f"{n} {sep[n]['auc_rl_vs_base']:.3f} / {sep[n]['overlap']:.3f}" for n in METRICS)
+               + ". Paper 1: only dlogp separates them.",
+               "Sparsity, share of tokens with |dlogp| > t: " + ", ".join(
+                   f"{t}: {fmt(report['sparsity']['all'][f'abs_gt_{t}'])}" for t in SPARSITY_THRESHOLDS) + "."]
+    if not ratios:
+        return report, summary
+
+    log("token replacement: base and RL references ...")
+    r_base, r_rl = evaluate_fn(model_base), evaluate_fn(model_rl)
+    taus = {c: thresholds_for_ratios(c, ratios, m["base_gen"]) for c in criteria}
+    sweep = replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, [enc.eot_token], top_p, k > 0)
+    reach = {c: ratio_to_reach([p["ratio"] for p in pts], [p["acc"] for p in pts], r_base["acc"], r_rl["acc"])
+             for c, pts in sweep.items()}
+    report["replacement"] = {"acc_base": r_base["acc"], "acc_rl": r_rl["acc"], "target_ratios": list(ratios),
+                             "ratio_to_90pct_gap": reach, "sweep": sweep, "eval": {"base": r_base, "rl": r_rl}}
+    plot_lines(Path(out) / "replacement.png",
+               {c: ([0.0] + [p["ratio"] for p in pts], [r_base["acc"]] + [p["acc"] for p in pts])
+                for c, pts in sweep.items()},
+               "Token replacement (base leads, gated tokens from RL)", "replacement ratio", "accuracy",
+               {"RL model": r_rl["acc"], "base model": r_base["acc"]})
+    summary += [f"Replacement: base {fmt(r_base['acc'])}, RL {fmt(r_rl['acc'])}. Smallest replacement ratio reaching "
+                "90% of the gap: " + ", ".join(f"{c} {fmt(reach[c])}" for c in criteria)
+                + " (Paper 1: dlogp ~0.05, KL ~0.14, entropy ~0.19, random never)."]
+    return report, summary
