@@ -78,8 +78,8 @@ class Progress:
         return fmt_secs(self.elapsed() / max(done, 1) * (self.total - step - 1))
 
 
-def log(msg, file=sys.stdout):
-    print(msg, file=file, flush=True)
+def log(msg, file=None):
+    print(msg, file=file or sys.stdout, flush=True)
 
 
 def append_jsonl(path, row):

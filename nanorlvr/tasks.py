@@ -138,9 +138,10 @@ def load_jsonl(path) -> list[dict]:
 
 
 def ensure_toy_data(data_dir="data", cfg: TaskConfig = None, n_train=50000, n_test=1000, seed=0):
-    """Write data/toy_{train,test}.jsonl if they are missing; return their paths."""
+    """Write the toy task's train/test jsonl (named after the task settings) if missing; return their paths."""
     cfg = cfg or TaskConfig()
-    train_path, test_path = Path(data_dir) / "toy_train.jsonl", Path(data_dir) / "toy_test.jsonl"
+    tag = f"toy_{cfg.n_ops}ops_{cfg.max_num}_{cfg.ops}_div{cfg.p_div:g}_{n_train}_s{seed}".replace("*", "x")
+    train_path, test_path = Path(data_dir) / f"{tag}_train.jsonl", Path(data_dir) / f"{tag}_test.jsonl"
     if not (train_path.exists() and test_path.exists()):
         train, test = generate_splits(cfg, n_train, n_test, seed)
         write_jsonl(train, train_path)

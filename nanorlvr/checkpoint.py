@@ -1,0 +1,83 @@
+"""
+A run's checkpoints on disk, written so that a crash never leaves a half-written one behind.
+
+    out/<run>/step_000100/{model.safetensors, config.json}   weights in HF layout (hf.py), one folder per step
+    out/<run>/trainer_state.pt                               optimizer, schedule, RNG, data position (latest)
+    out/<run>/metrics.jsonl, summary.json
+
+Every write goes to a temporary name first and is renamed into place. `stream_tensors` reads one tensor at
+a time from many checkpoints, so analyses over dozens of checkpoints hold only what they need.
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from nanorlvr.hf import load_pretrained, save_pretrained
+
+
+def step_dir(run_dir, step) -> Path:
+    return Path(run_dir) / f"step_{step:06d}"
+
+
+def save_model(model, path, tokenizer_dir=None):
+    """Write weights + config.json into `path` atomically (temp folder, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_pretrained(model.module if hasattr(model, "module") else model, tmp, tokenizer_dir=tokenizer_dir)
+    if path.exists():  # replacing: move the old one aside first, so one complete copy always exists
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def load_model(path, device="cpu", dtype=None):
+    path = Path(path)
+    if not (path / "config.json").exists() and (path.with_name(path.name + ".old") / "config.json").exists():
+        path = path.with_name(path.name + ".old")  # a crash between the two renames of save_model
+    return load_pretrained(path, dtype=dtype, device=device)
+
+
+def save_trainer_state(state: dict, run_dir):
+    path = Path(run_dir) / "trainer_state.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_trainer_state(run_dir):
+    path = Path(run_dir) / "trainer_state.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint of a run, in step order."""
+    out = []
+    for p in Path(run_dir).glob("step_*"):
+        m = re.fullmatch(r"step_(\d+)", p.name)
+        if m and (p / "config.json").exists():
+            out.append((int(m.group(1)), p))
+    if not out:
+        raise FileNotFoundError(f"no checkpoints (step_*/config.json) in {run_dir}")
+    return sorted(out)
+
+
+def tensor_names(path) -> list[str]:
+    with safe_open(str(Path(path) / "model.safetensors"), framework="pt") as f:
+        return list(f.keys())
+
+
+def stream_tensors(paths, name):
+    """The tensor `name` from each checkpoint folder in `paths`, one file open at a time."""
+    for p in paths:
+        with safe_open(str(Path(p) / "model.safetensors"), framework="pt") as f:
+            yield f.get_tensor(name)

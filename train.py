@@ -1,0 +1,279 @@
+"""
+Train: the SFT base model, then GRPO on it (with paper 1's low-probability reweighting and paper 2's
+RL-Extra as options). `python train.py` with no arguments is the CPU quickstart: it generates the toy
+task, trains the SFT base if out/base is missing, runs GRPO into out/grpo, and writes out/summary.json
+with the held-out accuracy before and after RL.
+
+    python train.py                                  # quickstart (SFT if needed, then GRPO)
+    python train.py --stage=sft                      # only the base model
+    python train.py --stage=grpo --reweight=lowprob  # paper 1, training-time reweighting
+    python train.py --stage=grpo --rl_extra=20,20    # paper 2, Eq. 3
+    python train.py --stage=grpo --resume=true       # continue a killed run exactly
+"""
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nanorlvr import checkpoint as ckpt
+from nanorlvr.common import (Progress, append_jsonl, fmt_secs, log, parse_config, pick_device, rng_state,
+                             seed_everything, set_rng_state, write_json)
+from nanorlvr.engine import pack
+from nanorlvr.evaluate import evaluate
+from nanorlvr.extrapolate import rl_extra_jump
+from nanorlvr.model import GPT, GPTConfig
+from nanorlvr.rl import grpo_update, rollout
+from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
+from nanorlvr.tokenizer import encode_prompt, toy_tokenizer
+
+
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    stage: str = opt("all", "sft | grpo | all (SFT the base if it is missing, then GRPO)")
+    out_dir: str = opt("out", "where runs are written")
+    base_dir: str = opt("out/base", "the SFT base model (written by --stage=sft, read by grpo)")
+    run: str = opt("grpo", "name of the GRPO run folder under out_dir")
+    device: str = opt("auto", "auto | cpu | cuda | mps")
+    seed: int = opt(1337, "seed of everything")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    # data and evaluation
+    data_dir: str = opt("data", "where the toy task's jsonl files are generated")
+    n_ops: int = opt(2, "toy task: operations per problem")
+    max_num: int = opt(20, "toy task: operands are 1..max_num")
+    n_train: int = opt(50000, "toy task: training problems")
+    n_test: int = opt(1000, "toy task: held-out problems written (evaluation uses the first n_eval)")
+    n_eval: int = opt(500, "held-out problems for evaluation (the same ones before and after)")
+    eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature")
+    eval_temperature: float = opt(1.0, "temperature of the avg@k samples")
+    eval_every: int = opt(0, "evaluate every this many GRPO steps (0: only at the start and end)")
+    # model (toy, trained from scratch)
+    n_layer: int = opt(4, "layers")
+    n_embd: int = opt(128, "width")
+    n_head: int = opt(4, "attention heads")
+    # SFT
+    sft_steps: int = opt(600, "SFT optimizer steps")
+    sft_batch: int = opt(64, "SFT batch size (sequences)")
+    sft_lr: float = opt(3e-3, "SFT peak learning rate (AdamW, warmup then cosine)")
+    # GRPO
+    steps: int = opt(150, "GRPO steps (real + RL-Extra virtual steps)")
+    prompts_per_step: int = opt(32, "P: prompts per step")
+    group_size: int = opt(8, "G: samples per prompt")
+    max_new_tokens: int = opt(48, "completion budget (longer ones are truncated)")
+    temperature: float = opt(1.0, "rollout temperature")
+    top_p: float = opt(1.0, "rollout nucleus (old log-probs are then recomputed on the full distribution)")
+    lr: float = opt(2e-4, "GRPO learning rate (AdamW)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    warmup: int = opt(5, "linear warmup steps")
+    schedule: str = opt("constant", "constant | cosine (after warmup)")
+    mu: int = opt(1, "passes over each step's batch")
+    n_minibatches: int = opt(1, "optimizer steps per pass")
+    eps_low: float = opt(0.2, "PPO clip: 1 - eps_low")
+    eps_high: float = opt(0.28, "PPO clip: 1 + eps_high (DAPO clip-higher)")
+    loss_agg: str = opt("token-mean", "token-mean | seq-mean-token-mean | seq-sum-constant (Dr. GRPO)")
+    scale_std: bool = opt(True, "divide advantages by the group std (False: Dr. GRPO)")
+    kl_coef: float = opt(0.0, "KL(pi || base) coefficient, k3 estimator (0: no reference model)")
+    dynamic_sampling: bool = opt(False, "drop groups whose rewards are all equal")
+    mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering)")
+    grad_clip: float = opt(1.0, "max gradient norm")
+    reweight: str = opt("none", "none | lowprob (paper 1: w = 1 + c(1 - p_old)) | dominate (w = 1 - c + c p_old)")
+    reweight_c: float = opt(0.2, "c of the token reweighting")
+    rl_extra: str = opt("", "m,n: paper 2's RL-Extra, m real steps then a jump of n virtual ones")
+    rl_extra_optimizer: str = opt("reset", "reset | keep the optimizer state after each RL-Extra jump")
+    save_every: int = opt(25, "checkpoint every this many steps (and step 0 and the last)")
+    resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
+    verify_workers: int = opt(2, "verifier processes")
+    halt_after: int = opt(0, "stop after this many steps of this invocation, as if killed (to test --resume)")
+
+
+def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        return 1.0
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def eval_line(name, r, k):
+    return (f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f})  "
+            f"avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f}")
+
+
+def eval_settings(cfg, test):
+    questions = hashlib.md5("\n".join(p["question"] for p in test).encode()).hexdigest()
+    return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature}
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+def train_sft(cfg, device, enc, train, test):
+    """Next-token loss on the solutions only (not the prompt), from scratch."""
+    seed_everything(cfg.seed)
+    mcfg = GPTConfig(vocab_size=enc.n_vocab, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
+                     n_kv_head=cfg.n_head, max_seq_len=128)
+    model = GPT(mcfg).to(device)
+    log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} on {device}")
+    optimizer, scheduler = make_optimizer(model, cfg.sft_lr, 0.1, 30, cfg.sft_steps, "cosine")
+    prompts = [encode_prompt(enc, p["question"]) for p in train]
+    answers = [enc.encode_ordinary(p["solution"]) + [enc.eot_token] for p in train]
+    order, prog = torch.randperm(len(train)), Progress(cfg.sft_steps)
+    for step in range(cfg.sft_steps):
+        rows = order[(step * cfg.sft_batch + torch.arange(cfg.sft_batch)) % len(train)].tolist()
+        idx, plen, clen = pack([prompts[i] for i in rows], [answers[i] for i in rows])
+        targets = idx[:, 1:].clone()
+        j = torch.arange(targets.size(1))[None, :]
+        targets[(j < plen[:, None] - 1) | (j >= (plen + clen)[:, None] - 1)] = -100  # loss on the solution only
+        logits = model(idx[:, :-1].to(device))
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % 50 == 0 or step == cfg.sft_steps - 1:
+            log(f"sft {step:5d}/{cfg.sft_steps} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                f"elapsed {fmt_secs(prog.elapsed())} eta {prog.eta(step)}")
+    r = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+    log(eval_line("SFT base", r, cfg.eval_k))
+    ckpt.save_model(model, cfg.base_dir)
+    write_json(Path(cfg.base_dir) / "eval.json", {**r, "sft_seconds": prog.elapsed(), "settings": eval_settings(cfg, test)})
+    return model, r
+
+
+def train_grpo(cfg, device, enc, train, test):
+    run_dir = Path(cfg.out_dir) / cfg.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = ckpt.load_model(cfg.base_dir, device=device)
+    ref_model = ckpt.load_model(cfg.base_dir, device=device).eval() if cfg.kl_coef > 0 else None
+    optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
+    m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)
+    step, segment_start, base_eval = 0, None, None
+    state = ckpt.load_trainer_state(run_dir) if cfg.resume else None
+    if state is not None:
+        step = state["step"]
+        model = ckpt.load_model(ckpt.step_dir(run_dir, step), device=device)
+        optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        segment_start, base_eval = state.get("segment_start"), state.get("base_eval")
+        log(f"resumed {run_dir} at step {step}")
+    else:
+        if cfg.resume:
+            log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
+        for f in ("metrics.jsonl",):
+            (run_dir / f).unlink(missing_ok=True)
+        ckpt.save_model(model, ckpt.step_dir(run_dir, 0))
+        base_eval = read_json(Path(cfg.base_dir) / "eval.json")  # the SFT stage's evaluation, if it matches
+        if not base_eval or base_eval.get("settings") != eval_settings(cfg, test):
+            base_eval = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+        log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
+        append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
+    if m and segment_start is None:
+        segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    P, G = cfg.prompts_per_step, cfg.group_size
+    prog = Progress(cfg.steps, start=step)
+    real_steps = state["real_steps"] if state else 0
+    first_step = step
+    while step < cfg.steps:
+        if cfg.halt_after and step - first_step >= cfg.halt_after:
+            log(f"halting after {cfg.halt_after} steps (--halt_after): continue with --resume=true")
+            return base_eval, None, real_steps
+        # data position = step: batch s is a slice of a fixed, seeded sequence of epoch permutations
+        epoch, off = divmod(step * P, len(train))
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        batch = [train[i] for i in perm[off:off + P].tolist()]
+        if len(batch) < P:
+            batch += [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1))[:P - len(batch)].tolist()]
+        t0 = time.time()
+        roll = rollout(model, enc, batch, G, cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 1000003 + step,
+                       top_p=cfg.top_p, workers=cfg.verify_workers)
+        t1 = time.time()
+        stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model)
+        step, real_steps = step + 1, real_steps + 1
+        t2 = time.time()
+        lens = torch.tensor([len(c) for c in roll.completions], dtype=torch.float)
+        row = {"step": step, "real_steps": real_steps, "reward": roll.rewards.mean().item(),
+               "pass_rate": roll.rewards.view(-1, G).amax(1).mean().item(), "len": lens.mean().item(),
+               "truncated": roll.truncated.float().mean().item(), "s_gen": roll.seconds_gen,
+               "s_verify": roll.seconds_verify, "s_update": t2 - t1, "tok_per_s": lens.sum().item() / roll.seconds_gen,
+               **stats}
+        if "skipped" in stats:
+            log(f"warning: step {step}: {stats['skipped']}")
+        if row["truncated"] > 0.5:
+            log(f"warning: step {step}: {row['truncated']:.0%} of samples truncated: raise --max_new_tokens")
+        if m and real_steps % m == 0:  # paper 2, Eq. 3: jump n virtual steps along the last segment's direction
+            s0, sd0 = segment_start
+            model.load_state_dict(rl_extra_jump(sd0, model.state_dict(), m, n))
+            if cfg.rl_extra_optimizer == "reset":
+                optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, 0, cfg.steps, cfg.schedule)
+            step = min(step + n, cfg.steps)
+            row["rl_extra_jump_to"] = step
+            segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        log(f"step {step:4d}/{cfg.steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} len {row['len']:.1f} "
+            f"ent {row.get('entropy', float('nan')):.3f} clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
+            f"gnorm {row.get('grad_norm', 0):.2f} | gen {roll.seconds_gen:.1f}s ver {roll.seconds_verify:.1f}s "
+            f"upd {t2 - t1:.1f}s {row['tok_per_s']:.0f} tok/s | eta {prog.eta(step - 1)}")
+        if stats.get("zero_var_frac", 0) == 1.0:
+            log(f"warning: step {step}: every group has equal rewards: zero gradient (task too easy or too hard?)")
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            row["eval"] = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+            log(eval_line(f"step {step}", row["eval"], cfg.eval_k))
+        append_jsonl(run_dir / "metrics.jsonl", row)
+        if step % cfg.save_every == 0 or step >= cfg.steps or "rl_extra_jump_to" in row:
+            ckpt.save_model(model, ckpt.step_dir(run_dir, step))
+            ckpt.save_trainer_state({"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
+                                     "segment_start": segment_start, "base_eval": base_eval, "config": vars(cfg)}, run_dir)
+    final_eval = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+    log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
+    append_jsonl(run_dir / "metrics.jsonl", {"step": step, "eval": final_eval})
+    return base_eval, final_eval, real_steps
+
+
+def main(argv=None):
+    cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
+    t_start = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    enc = toy_tokenizer()
+    task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num)
+    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
+    train, test = load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
+    log(f"device {device}; data {len(train)} train / {len(test)} eval problems; out {cfg.out_dir}")
+    if cfg.stage == "sft" or (cfg.stage == "all" and not (Path(cfg.base_dir) / "config.json").exists()):
+        train_sft(cfg, device, enc, train, test)
+    if cfg.stage in ("grpo", "all"):
+        base, final, real = train_grpo(cfg, device, enc, train, test)
+        if final is None:
+            return
+        k = cfg.eval_k
+        summary = {"base_greedy_acc": base["greedy_acc"], "final_greedy_acc": final["greedy_acc"],
+                   f"base_avg{k}": base[f"avg{k}"], f"final_avg{k}": final[f"avg{k}"],
+                   f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
+                   "n_eval": len(test), "steps": cfg.steps, "real_steps": real,
+                   "wall_seconds": time.time() - t_start, "config": vars(cfg)}
+        write_json(Path(cfg.out_dir) / "summary.json", summary)
+        log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
+        for name in ("greedy_acc", f"avg{k}", f"pass{k}"):
+            log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
+        log(f"wall time {fmt_secs(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()
