@@ -50,6 +50,23 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
+def prefill_inputs(prompts, max_new_tokens, device):
+    """Left-padded prompt batch as engine.generate builds it: (idx, pos, mask or None, valid, prompt lens).
+    valid[b, j]: cache slot j holds a real token of row b; mask is None when no row is padded."""
+    B, P = len(prompts), max(len(p) for p in prompts)
+    plen = torch.tensor([len(p) for p in prompts], device=device)
+    pad = P - plen
+    idx = torch.zeros(B, P, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        idx[i, P - len(p):] = torch.tensor(p, device=device)
+    valid = torch.arange(P + max_new_tokens, device=device)[None, :] >= pad[:, None]
+    causal = torch.tril(torch.ones(P, P, dtype=torch.bool, device=device))
+    eye = torch.eye(P, dtype=torch.bool, device=device)  # pads attend to themselves: no all-masked rows
+    mask = (valid[:, None, None, :P] & causal) | eye if bool(pad.any()) else None
+    pos = (torch.arange(P, device=device)[None, :] - pad[:, None]).clamp(min=0)
+    return idx, pos, mask, valid, plen
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(),
              stop_strings=(), decode=None, seed=None, generator=None, batch_size=None) -> Generation:
@@ -71,20 +88,8 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     B, P = len(prompts), max(len(p) for p in prompts)
     if P + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len {model.config.max_seq_len}")
-    plen = torch.tensor([len(p) for p in prompts], device=device)
-    pad = P - plen
-    idx = torch.zeros(B, P, dtype=torch.long, device=device)
-    for i, p in enumerate(prompts):
-        idx[i, P - len(p):] = torch.tensor(p, device=device)
-    # valid[b, j]: cache slot j holds a real token of row b (prompt slots after the pad, every generated slot)
-    slots = torch.arange(P + max_new_tokens, device=device)
-    valid = (slots[None, :] >= pad[:, None])
-    causal = torch.tril(torch.ones(P, P, dtype=torch.bool, device=device))
-    eye = torch.eye(P, dtype=torch.bool, device=device)  # pads attend to themselves: no all-masked rows
-    any_pad = bool(pad.any())
-    mask = (valid[:, None, None, :P] & causal) | eye if any_pad else None
-    pos = (torch.arange(P, device=device)[None, :] - pad[:, None]).clamp(min=0)
-
+    idx, pos, mask, valid, plen = prefill_inputs(prompts, max_new_tokens, device)
+    any_pad = mask is not None
     cache = KVCache(model.config, B, P + max_new_tokens, device, next(model.parameters()).dtype)
     logits = model(idx, pos=pos, attn_mask=mask, cache=cache)[:, -1]
 

@@ -1,0 +1,198 @@
+"""
+Sample from a checkpoint, or from two checkpoints decoded in lock-step with logit extrapolation, and
+measure held-out accuracy on the toy task.
+
+    python sample.py --ckpt=out/grpo --prompt="(3+4)*5" --answer=35              # a run dir: its last step
+    python sample.py --ckpt=out/grpo --eval=200 --k=8 --out=eval.json
+    python sample.py --extrapolate=logits --ckpt0=out/grpo/step_000050 --ckpt1=out/grpo --alpha=1.5 --eval=200
+    python sample.py --extrapolate=dlogp --base=out/base --rl=out/grpo --gamma=0.1 --tau=-0.3 --eval=200
+    python sample.py --extrapolate=dlogp --replace_only=true ...   (gamma 0: replace from the RL model)
+    python sample.py --extrapolate=dlogp --dense=true ...          (every position extrapolated, RL-led)
+    python sample.py --extrapolate=logits ... --sweep=true --alpha_sweep=0,1,1.5,2,3   # markdown table
+    python sample.py --extrapolate=dlogp ... --sweep=true --gamma_sweep=0,0.1 --tau_sweep=-0.2,-0.3,-0.4
+"""
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from nanorlvr import checkpoint as ckpt
+from nanorlvr.common import log, parse_config, pick_device, write_json
+from nanorlvr.engine import generate
+from nanorlvr.evaluate import evaluate, score
+from nanorlvr.lockstep import generate_lockstep, lockstep_generate_fn
+from nanorlvr.tasks import ensure_toy_data, load_jsonl
+from nanorlvr.tokenizer import encode_prompt, toy_tokenizer
+
+
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SampleConfig:
+    ckpt: str = opt("out/grpo", "checkpoint folder, or a run folder (its last step) for plain sampling")
+    prompt: str = opt("", "a question, e.g. (3+4)*5")
+    prompt_file: str = opt("", "questions, one per line (or a .jsonl of problems, with their answers)")
+    answer: str = opt("", "gold answer of --prompt: each completion is verified against it")
+    num_samples: int = opt(4, "completions per prompt")
+    temperature: float = opt(1.0, "sampling temperature (0: greedy)")
+    top_p: float = opt(1.0, "nucleus")
+    max_new_tokens: int = opt(64, "completion budget")
+    seed: int = opt(1234, "sampling seed")
+    device: str = opt("auto", "auto | cpu | cuda | mps")
+    batch_size: int = opt(512, "rows decoded at once")
+    # evaluation
+    eval: int = opt(0, "evaluate on this many held-out toy problems (0: sample the prompts instead)")
+    k: int = opt(8, "samples per problem for avg@k / pass@k")
+    data_dir: str = opt("data", "where the toy task's jsonl files live (generated if missing)")
+    out: str = opt("", "write the evaluation (or sweep) as json here")
+    # lock-step extrapolation
+    extrapolate: str = opt("none", "none | logits (paper 2, Eq. 1) | dlogp (paper 1)")
+    ckpt0: str = opt("out/grpo/step_000050", "logits: the earlier checkpoint t0")
+    ckpt1: str = opt("out/grpo", "logits: the later checkpoint t1")
+    alpha: float = opt(1.5, "logits: z = z0 + alpha (z1 - z0), alpha = (t' - t0) / (t1 - t0)")
+    base: str = opt("out/base", "dlogp: the base model (leads generation when gated)")
+    rl: str = opt("out/grpo", "dlogp: the RL model")
+    gamma: float = opt(0.1, "dlogp: score = (1 + gamma) log pi_RL - gamma log pi_base")
+    gate: str = opt("dlogp", "dlogp: criterion of the replacement gate: dlogp | kl | entropy | random")
+    tau: float = opt(-0.3, "dlogp: gate threshold (dlogp <= tau, kl >= tau, entropy >= tau, rand < tau)")
+    replace_only: bool = opt(False, "dlogp: gamma = 0, replace gated tokens by the RL model's")
+    dense: bool = opt(False, "dlogp: no gate, every position from the extrapolated distribution (RL-led)")
+    # sweeps (one evaluation per setting, --eval problems, 200 if not given)
+    sweep: bool = opt(False, "print a markdown accuracy table over the sweep values")
+    alpha_sweep: str = opt("0,1,1.5,2,3", "logits: alphas of the sweep")
+    gamma_sweep: str = opt("", "dlogp: gammas of the sweep (default: --gamma)")
+    tau_sweep: str = opt("", "dlogp: taus of the sweep (default: --tau)")
+
+
+def resolve(path):
+    """A checkpoint folder, or a run folder's last checkpoint."""
+    p = Path(path)
+    return p if (p / "config.json").exists() else ckpt.list_checkpoints(p)[-1][1]
+
+
+def load(path, device):
+    return ckpt.load_model(resolve(path), device=device).eval()
+
+
+def floats(s):
+    return [float(x) for x in s.split(",") if x.strip()]
+
+
+def settings(cfg):
+    """(label, dict of generate_lockstep arguments) per setting: the single one, or the sweep's grid."""
+    if cfg.extrapolate == "logits":
+        alphas = floats(cfg.alpha_sweep) if cfg.sweep else [cfg.alpha]
+        return [(f"alpha={a:g}", dict(mode="logits", coef=a)) for a in alphas]
+    gammas = [0.0] if cfg.replace_only else (floats(cfg.gamma_sweep or str(cfg.gamma)) if cfg.sweep else [cfg.gamma])
+    if cfg.dense:
+        return [(f"dense gamma={g:g}", dict(mode="dlogp", coef=g)) for g in gammas]
+    taus = floats(cfg.tau_sweep or str(cfg.tau)) if cfg.sweep else [cfg.tau]
+    return [(f"gate {cfg.gate} tau={t:g} gamma={g:g}", dict(mode="dlogp", coef=g, gate=cfg.gate, tau=t))
+            for g in gammas for t in taus]
+
+
+def plain_fn(model, cfg, eot):
+    return lambda ps, temp, seed: generate(model, ps, cfg.max_new_tokens, temperature=temp, top_p=cfg.top_p,
+                                           stop_ids=[eot], seed=seed, batch_size=cfg.batch_size)
+
+
+def run_eval(model, generate_fn, problems, cfg, enc, stats=None):
+    r = evaluate(model, enc, problems, k=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                 seed=cfg.seed, generate_fn=generate_fn)
+    if stats is not None:
+        r["replacement_ratio"] = stats.get("fired", 0) / max(1, stats.get("tokens", 0))
+    return r
+
+
+def summary(label, r, k):
+    s = f"{label}: n={r['n']} greedy {r['greedy_acc']:.3f}"
+    if k:
+        s += f"  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f}"
+    return s + (f"  replaced {r['replacement_ratio']:.3f}" if "replacement_ratio" in r else "")
+
+
+def evaluate_all(cfg, model, pair, enc):
+    """One evaluation per setting (plus plain reference rows in a sweep); a markdown table if sweeping."""
+    problems = load_jsonl(ensure_toy_data(cfg.data_dir)[1])[:cfg.eval or 200]
+    eot, rows = enc.eot_token, []
+    if pair is None or cfg.sweep:  # plain sampling: the model, or both models as the sweep's reference rows
+        for name, m in ([("plain", model)] if pair is None else [("plain a", pair[0]), ("plain b", pair[1])]):
+            rows.append((name, run_eval(m, plain_fn(m, cfg, eot), problems, cfg, enc)))
+            log(summary(*rows[-1], cfg.k))
+    for label, kw in (settings(cfg) if pair is not None else []):
+        stats = {} if kw.get("gate") else None  # the replacement ratio means something only when gated
+        fn = lockstep_generate_fn(*pair, max_new_tokens=cfg.max_new_tokens, stop_ids=[eot], top_p=cfg.top_p,
+                                  batch_size=cfg.batch_size, stats=stats, **kw)
+        rows.append((label, run_eval(model, fn, problems, cfg, enc, stats)))
+        log(summary(*rows[-1], cfg.k))
+    if cfg.sweep:
+        k = cfg.k
+        log(f"\n| setting | greedy | avg@{k} | pass@{k} | replaced |\n|---|---|---|---|---|")
+        for label, r in rows:
+            rep = f"{r['replacement_ratio']:.3f}" if "replacement_ratio" in r else "-"
+            log(f"| {label} | {r['greedy_acc']:.3f} | {r.get(f'avg{k}', 0):.3f} | {r.get(f'pass{k}', 0):.3f} | {rep} |")
+    if cfg.out:
+        write_json(cfg.out, {"config": asdict(cfg), "results": [dict(setting=lb, **r) for lb, r in rows]})
+
+
+def sample_prompts(cfg, model, pair, enc):
+    """Print num_samples completions of each prompt, verified when a gold answer is known."""
+    if cfg.prompt_file.endswith(".jsonl"):
+        problems = load_jsonl(cfg.prompt_file)
+    elif cfg.prompt_file:
+        lines = Path(cfg.prompt_file).read_text().splitlines()
+        problems = [{"question": q.strip(), "answer": ""} for q in lines if q.strip()]
+    elif cfg.prompt:
+        problems = [{"question": cfg.prompt, "answer": cfg.answer}]
+    else:
+        raise SystemExit("give --prompt, --prompt_file or --eval")
+    n, eot = cfg.num_samples, enc.eot_token
+    prompts = [encode_prompt(enc, p["question"]) for p in problems for _ in range(n)]
+    golds = [p["answer"] for p in problems for _ in range(n)]
+    kw = dict(temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=[eot], seed=cfg.seed, batch_size=cfg.batch_size)
+    if pair is None:
+        g = generate(model, prompts, cfg.max_new_tokens, **kw)
+    else:
+        label, setting = settings(cfg)[0]
+        g = generate_lockstep(*pair, prompts, cfg.max_new_tokens, **setting, **kw)
+    ok = [None] * len(prompts)
+    known = [i for i, a in enumerate(golds) if a]
+    if known:
+        for i, v in zip(known, score([g.tokens[i] for i in known], [golds[i] for i in known], enc)[0]):
+            ok[i] = v
+    for i, toks in enumerate(g.tokens):
+        if i % n == 0:
+            log(f"\n### {problems[i // n]['question']}")
+        mark = "" if ok[i] is None else ("  [correct]" if ok[i] else "  [wrong]")
+        log(f"--- sample {i % n}{' (truncated)' if g.truncated[i] else ''}{mark}")
+        log(enc.decode([t for t in toks if t < eot]))
+    if pair is not None and setting.get("gate"):
+        log(f"\n{label}: the gate fired at {g.replacement_ratio:.3f} of the generated positions")
+    if known:
+        log(f"correct: {sum(ok[i] for i in known)}/{len(known)}")
+
+
+def main():
+    cfg = parse_config(SampleConfig, description=__doc__.strip().split("\n\n")[0])
+    if cfg.extrapolate not in ("none", "logits", "dlogp"):
+        raise SystemExit(f"--extrapolate must be none, logits or dlogp, not {cfg.extrapolate!r}")
+    device, enc = pick_device(cfg.device), toy_tokenizer()
+    if cfg.extrapolate == "none":
+        pair, model = None, load(cfg.ckpt, device)
+        log(f"model {resolve(cfg.ckpt)}")
+    else:
+        a, b = (cfg.ckpt0, cfg.ckpt1) if cfg.extrapolate == "logits" else (cfg.base, cfg.rl)
+        pair = (load(a, device), load(b, device))
+        model = pair[1]
+        log(f"model a {resolve(a)}, model b {resolve(b)}")
+    if cfg.eval or cfg.sweep:
+        evaluate_all(cfg, model, pair, enc)
+    else:
+        sample_prompts(cfg, model, pair, enc)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
