@@ -63,21 +63,6 @@ def rl_extra_jump(sd_s, sd_sm, m, n):
     return extrapolate_weights(sd_s, sd_sm, (m + n) / m)
 
 
-# Paper 2 (Linearity of RLVR), Eq. 1: logits extrapolation z_t' = z_t0 + alpha (z_t1 - z_t0)
-def extrapolate_logits(z0, z1, alpha):
-    """Output-space counterpart of Eq. 2 on raw (pre-softmax) logits of two checkpoints, full vocabulary."""
-    z0 = z0.float()
-    return z0 + alpha * (z1.float() - z0)
-
-
-# Paper 1 (Direction of RLVR updates), test-time extrapolation: score = log pi_RL + gamma (log pi_RL - log pi_base)
-def extrapolate_logprobs(logits_base, logits_rl, gamma):
-    """Scores (1 + gamma) log pi_RL - gamma log pi_base over the vocabulary, on log-softmax outputs;
-    sampling softmax(score / T) draws from pi_RL (pi_RL / pi_base)^gamma."""
-    lp_rl = torch.log_softmax(logits_rl.float(), dim=-1)
-    return lp_rl + gamma * (lp_rl - torch.log_softmax(logits_base.float(), dim=-1))
-
-
 # -----------------------------------------------------------------------------
 # Paper 3: rank-k structure of the RL update
 

@@ -1,6 +1,5 @@
 """Specification of nanorlvr.extrapolate: weight extrapolation (Paper 2), rank-k updates and AlphaRL (Paper 3)."""
 
-import math
 
 import pytest
 import torch
@@ -76,21 +75,6 @@ def test_extrapolation_keeps_bf16_dtype_and_computes_difference_in_float32():
 def test_mismatched_keys_raise():
     with pytest.raises(KeyError):
         ex.extrapolate_weights({"a": torch.ones(1)}, {"b": torch.ones(1)}, 2.0)
-
-
-def test_logits_extrapolation_hand_numbers():
-    z = ex.extrapolate_logits(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0]), 1.5)
-    assert torch.allclose(z, torch.tensor([1.5, 1.0]))
-
-
-def test_direction_extrapolation_scores_hand_numbers():
-    # pi_base = (1/2, 1/2), pi_RL = (3/4, 1/4), gamma = 0.1: score = 1.1 log pi_RL - 0.1 log pi_base
-    s = ex.extrapolate_logprobs(torch.zeros(2), torch.log(torch.tensor([3.0, 1.0])), 0.1)
-    expect = torch.tensor([1.1 * math.log(0.75) - 0.1 * math.log(0.5), 1.1 * math.log(0.25) - 0.1 * math.log(0.5)])
-    assert torch.allclose(s, expect)
-    # softmax of the score is pi_RL (pi_RL / pi_base)^gamma, normalised: proportional to 0.75 * 1.5^0.1, 0.25 * 0.5^0.1
-    q = torch.tensor([0.75 * 1.5 ** 0.1, 0.25 * 0.5 ** 0.1])
-    assert torch.allclose(torch.softmax(s, -1), q / q.sum())
 
 
 # ----------------------------------------------------------------------------- Paper 3: rank-k

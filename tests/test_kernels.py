@@ -5,6 +5,7 @@ shapes stay small, except a vocabulary of a few blocks that is no multiple of th
 chunks. With a GPU the same tests check the compiled kernels on CUDA tensors.
 """
 
+import math
 import os
 
 import pytest
@@ -130,3 +131,19 @@ def test_auto_dispatch_uses_triton_only_for_cuda_tensors():
     a, b = logits(2, 37, seed=9)
     assert K._use_triton("auto", a) == a.is_cuda
     assert K._use_triton("torch", a) is False and K._use_triton("triton", a) is True
+
+
+# hand-computed values of the two papers' formulas
+def test_logits_extrapolation_hand_numbers():
+    z = K.mixed_logits_torch(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]]), "logits", 1.5)[0]
+    assert torch.allclose(z, torch.tensor([1.5, 1.0]))
+
+
+def test_direction_extrapolation_scores_hand_numbers():
+    # pi_base = (1/2, 1/2), pi_RL = (3/4, 1/4), gamma = 0.1: score = 1.1 log pi_RL - 0.1 log pi_base
+    s = K.mixed_logits_torch(torch.zeros(1, 2), torch.log(torch.tensor([[3.0, 1.0]])), "dlogp", 0.1)[0]
+    expect = torch.tensor([1.1 * math.log(0.75) - 0.1 * math.log(0.5), 1.1 * math.log(0.25) - 0.1 * math.log(0.5)])
+    assert torch.allclose(s, expect)
+    # softmax of the score is pi_RL (pi_RL / pi_base)^gamma, normalised: proportional to 0.75 * 1.5^0.1, 0.25 * 0.5^0.1
+    q = torch.tensor([0.75 * 1.5 ** 0.1, 0.25 * 0.5 ** 0.1])
+    assert torch.allclose(torch.softmax(s, -1), q / q.sum())
