@@ -42,7 +42,7 @@ def main():
                                                  "avg": summary[f"final_avg{k}"], "entropy": statistics.mean(ent),
                                                  "base_greedy": summary["base_greedy_acc"]})
     (ROOT / "bench" / "reweight.json").write_text(json.dumps(results, indent=2))
-    print(f"\n| method | final greedy acc | final avg@k | entropy (last 10 steps) | seeds |\n|---|---|---|---|---|")
+    print("\n| method | final greedy acc | final avg@k | entropy (last 10 steps) | seeds |\n|---|---|---|---|---|")
     for mode, rs in results.items():
         print(f"| {mode} | {mean_std([r['greedy'] for r in rs])} | {mean_std([r['avg'] for r in rs])} | "
               f"{mean_std([r['entropy'] for r in rs])} | {len(rs)} |")
