@@ -9,6 +9,8 @@ with the held-out accuracy before and after RL.
     python train.py --stage=grpo --reweight=lowprob  # paper 1, training-time reweighting
     python train.py --stage=grpo --rl_extra=20,20    # paper 2, Eq. 3
     python train.py --stage=grpo --resume=true       # continue a killed run exactly
+    python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=gsm8k_train.jsonl ...  # docs/scaleup.md
+    torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/dist.py)
 """
 import hashlib
 import json
@@ -20,15 +22,19 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import (Progress, append_jsonl, fmt_secs, log, parse_config, pick_device, rng_state,
+from nanorlvr import dist
+from nanorlvr.common import (Progress, append_jsonl, fmt_secs, parse_config, pick_device, rng_state,
                              seed_everything, set_rng_state, write_json)
+from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import pack
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import rl_extra_jump
+from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
+from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, split_holdout
 from nanorlvr.rl import grpo_update, rollout
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
-from nanorlvr.tokenizer import encode_prompt, toy_tokenizer
+from nanorlvr.tokenizer import toy_tokenizer
 
 
 def opt(default, help):
@@ -44,6 +50,16 @@ class TrainConfig:
     device: str = opt("auto", "auto | cpu | cuda | mps")
     seed: int = opt(1337, "seed of everything")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    # a real model and data set, and what it takes to train one (docs/scaleup.md)
+    init_from: str = opt("", "local HF checkpoint dir (Qwen2/3, Llama, GPT-2) to start from instead of the toy model")
+    data: str = opt("", "training jsonl (GSM8K '#### x', MATH '\\boxed{}', or ours); empty: the generated toy task")
+    test_data: str = opt("", "held-out jsonl (empty with --data: the last n_eval problems of --data are held out)")
+    system_prompt: str = opt(SYSTEM_PROMPT, "system message of the chat prompt (with --init_from; empty: none)")
+    chat_style: str = opt("auto", "auto | qwen | llama3: chat template (auto: from the tokenizer's special tokens)")
+    precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; dist.py)")
+    grad_ckpt: bool = opt(False, "gradient checkpointing: recompute each block in the backward (less memory)")
+    micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch at once)")
+    gen_batch: int = opt(0, "rows per generate call in rollouts and evaluation (0: all; evaluation 1024)")
     # data and evaluation
     data_dir: str = opt("data", "where the toy task's jsonl files are generated")
     n_ops: int = opt(2, "toy task: operations per problem")
@@ -119,16 +135,32 @@ def read_json(path):
     return json.loads(Path(path).read_text()) if Path(path).exists() else None
 
 
-def train_sft(cfg, device, enc, train, test):
-    """Next-token loss on the solutions only (not the prompt), from scratch."""
-    seed_everything(cfg.seed)
-    mcfg = GPTConfig(vocab_size=enc.n_vocab, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
+def toy_model_config(cfg, enc):
+    return GPTConfig(vocab_size=enc.n_vocab, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
                      n_kv_head=cfg.n_head, max_seq_len=128)
-    model = GPT(mcfg).to(device)
+
+
+def run_eval(cfg, model, enc, fmt, test):
+    """evaluate() on this rank's share of the held-out problems, combined over ranks."""
+    kw = dict(max_new_tokens=cfg.max_new_tokens, fmt=fmt, batch_size=cfg.gen_batch or 1024) if cfg.init_from or cfg.data else {}
+    r = evaluate(model, enc, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature, **kw)
+    return dist.combine_evals(r)
+
+
+def train_sft(cfg, device, enc, train, test, fmt, precision):
+    """Next-token loss on the solutions only (not the prompt), from scratch (or from --init_from)."""
+    seed_everything(cfg.seed)
+    if cfg.init_from:
+        model = ckpt.load_model(cfg.init_from, device=device, dtype=dist.weight_dtype(precision))
+        if cfg.sft_lr > 1e-4:
+            log(f"warning: --sft_lr={cfg.sft_lr:g} is the toy's from-scratch rate; fine-tuning wants ~1e-5")
+    else:
+        model = GPT(toy_model_config(cfg, enc)).to(device)
+    model.grad_ckpt, ctx, sampler = cfg.grad_ckpt, dist.autocast(precision, device), dist.Sampler(model, precision)
     log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} on {device}")
     optimizer, scheduler = make_optimizer(model, cfg.sft_lr, 0.1, 30, cfg.sft_steps, "cosine")
-    prompts = [encode_prompt(enc, p["question"]) for p in train]
-    answers = [enc.encode_ordinary(p["solution"]) + [enc.eot_token] for p in train]
+    prompts = [fmt.encode(p["question"]) for p in train]
+    answers = [fmt.target(p["solution"]) for p in train]
     order, prog = torch.randperm(len(train)), Progress(cfg.sft_steps)
     for step in range(cfg.sft_steps):
         rows = order[(step * cfg.sft_batch + torch.arange(cfg.sft_batch)) % len(train)].tolist()
@@ -136,35 +168,45 @@ def train_sft(cfg, device, enc, train, test):
         targets = idx[:, 1:].clone()
         j = torch.arange(targets.size(1))[None, :]
         targets[(j < plen[:, None] - 1) | (j >= (plen + clen)[:, None] - 1)] = -100  # loss on the solution only
-        logits = model(idx[:, :-1].to(device))
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=-100)
+        chunks = torch.arange(len(rows)).split(cfg.micro_batch) if cfg.micro_batch else [slice(None)]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for c in chunks:  # micro-batches: each chunk's token-mean loss, weighted by its share of the tokens
+            with ctx:
+                logits = model(idx[c, :-1].to(device))
+                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[c].to(device).flatten(),
+                                                         ignore_index=-100)
+            if len(chunks) > 1:
+                loss = loss * ((targets[c] != -100).sum() / (targets != -100).sum()).item()
+            loss.backward()
+            total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         if step % 50 == 0 or step == cfg.sft_steps - 1:
-            log(f"sft {step:5d}/{cfg.sft_steps} loss {loss.item():.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+            log(f"sft {step:5d}/{cfg.sft_steps} loss {total:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"elapsed {fmt_secs(prog.elapsed())} eta {prog.eta(step)}")
-    r = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+    r = run_eval(cfg, sampler.get(), enc, fmt, test)
     log(eval_line("SFT base", r, cfg.eval_k))
-    ckpt.save_model(model, cfg.base_dir)
+    ckpt.save_model(model, cfg.base_dir, tokenizer_dir=cfg.init_from or None)
     write_json(Path(cfg.base_dir) / "eval.json", {**r, "sft_seconds": prog.elapsed(), "settings": eval_settings(cfg, test)})
     return model, r
 
 
-def train_grpo(cfg, device, enc, train, test):
-    run_dir = Path(cfg.out_dir) / cfg.run
+def train_grpo(cfg, device, enc, train, test, fmt, precision):
+    run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
     run_dir.mkdir(parents=True, exist_ok=True)
-    model = ckpt.load_model(cfg.base_dir, device=device)
-    ref_model = ckpt.load_model(cfg.base_dir, device=device).eval() if cfg.kl_coef > 0 else None
+    src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, dist.weight_dtype(precision), cfg.init_from or None
+    model = ckpt.load_model(src, device=device, dtype=wdtype)
+    ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
     optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
     m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)
     step, segment_start, base_eval = 0, None, None
     state = ckpt.load_trainer_state(run_dir) if cfg.resume else None
     if state is not None:
         step = state["step"]
-        model = ckpt.load_model(ckpt.step_dir(run_dir, step), device=device)
+        model = ckpt.load_model(ckpt.step_dir(run_dir, step), device=device, dtype=wdtype)
         optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -174,14 +216,16 @@ def train_grpo(cfg, device, enc, train, test):
     else:
         if cfg.resume:
             log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
-        for f in ("metrics.jsonl",):
-            (run_dir / f).unlink(missing_ok=True)
-        ckpt.save_model(model, ckpt.step_dir(run_dir, 0))
-        base_eval = read_json(Path(cfg.base_dir) / "eval.json")  # the SFT stage's evaluation, if it matches
+        if main_rank:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir)
+        base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
         if not base_eval or base_eval.get("settings") != eval_settings(cfg, test):
-            base_eval = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+            base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), enc, fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
-        append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
+        if main_rank:
+            append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
+    model.grad_ckpt, sampler, ctx = cfg.grad_ckpt, dist.Sampler(model, precision), dist.autocast(precision, device)
     if m and segment_start is None:
         segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
 
@@ -199,11 +243,13 @@ def train_grpo(cfg, device, enc, train, test):
         batch = [train[i] for i in perm[off:off + P].tolist()]
         if len(batch) < P:
             batch += [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1))[:P - len(batch)].tolist()]
+        batch = batch[dist.rank() * P // W:(dist.rank() + 1) * P // W]  # whole groups per rank
         t0 = time.time()
-        roll = rollout(model, enc, batch, G, cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 1000003 + step,
-                       top_p=cfg.top_p, workers=cfg.verify_workers)
+        roll = rollout(sampler.get(), enc, batch, G, cfg.max_new_tokens, cfg.temperature,
+                       seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p, workers=cfg.verify_workers,
+                       fmt=fmt, batch_size=cfg.gen_batch or None)
         t1 = time.time()
-        stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model)
+        stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1
         t2 = time.time()
         lens = torch.tensor([len(c) for c in roll.completions], dtype=torch.float)
@@ -212,6 +258,7 @@ def train_grpo(cfg, device, enc, train, test):
                "truncated": roll.truncated.float().mean().item(), "s_gen": roll.seconds_gen,
                "s_verify": roll.seconds_verify, "s_update": t2 - t1, "tok_per_s": lens.sum().item() / roll.seconds_gen,
                **stats}
+        row = dist.mean_dict(row, sum_keys=("rows_used", "tok_per_s"))  # over ranks
         if "skipped" in stats:
             log(f"warning: step {step}: {stats['skipped']}")
         if row["truncated"] > 0.5:
@@ -231,36 +278,79 @@ def train_grpo(cfg, device, enc, train, test):
         if stats.get("zero_var_frac", 0) == 1.0:
             log(f"warning: step {step}: every group has equal rewards: zero gradient (task too easy or too hard?)")
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            row["eval"] = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+            row["eval"] = run_eval(cfg, sampler.get(), enc, fmt, test)
             log(eval_line(f"step {step}", row["eval"], cfg.eval_k))
-        append_jsonl(run_dir / "metrics.jsonl", row)
-        if step % cfg.save_every == 0 or step >= cfg.steps or "rl_extra_jump_to" in row:
-            ckpt.save_model(model, ckpt.step_dir(run_dir, step))
+        if main_rank:
+            append_jsonl(run_dir / "metrics.jsonl", row)
+        if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or "rl_extra_jump_to" in row):
+            ckpt.save_model(model, ckpt.step_dir(run_dir, step), tokenizer_dir=tok_dir)
             ckpt.save_trainer_state({"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
                                      "segment_start": segment_start, "base_eval": base_eval, "config": vars(cfg)}, run_dir)
-    final_eval = evaluate(model, enc, test, k=cfg.eval_k, temperature=cfg.eval_temperature)
+    final_eval = run_eval(cfg, sampler.get(), enc, fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
-    append_jsonl(run_dir / "metrics.jsonl", {"step": step, "eval": final_eval})
+    if main_rank:
+        append_jsonl(run_dir / "metrics.jsonl", {"step": step, "eval": final_eval})
     return base_eval, final_eval, real_steps
+
+
+def load_task(cfg):
+    """(enc, prompt format, train, test): the toy's or --init_from's tokenizer, the toy task or --data."""
+    fmt = ChatFormat.from_pretrained(cfg.init_from, cfg.chat_style, cfg.system_prompt) if cfg.init_from \
+        else ToyFormat(toy_tokenizer())
+    if cfg.data:
+        train = load_jsonl(cfg.data)
+        if cfg.test_data:
+            return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
+        return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
+    task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num)
+    if dist.is_main():  # one writer
+        ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
+    dist.barrier()
+    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
+    return fmt.enc, fmt, load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
 
 
 def main(argv=None):
     cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
-    t_start = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    enc = toy_tokenizer()
-    task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num)
-    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
-    train, test = load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
-    log(f"device {device}; data {len(train)} train / {len(test)} eval problems; out {cfg.out_dir}")
-    if cfg.stage == "sft" or (cfg.stage == "all" and not (Path(cfg.base_dir) / "config.json").exists()):
-        train_sft(cfg, device, enc, train, test)
+    device = dist.init(pick_device(cfg.device))
+    try:
+        run(cfg, device)
+    finally:
+        dist.shutdown()
+
+
+def run(cfg, device):
+    t_start = time.time()
+    precision = dist.resolve_precision(cfg.precision, device)
+    enc, fmt, train, test = load_task(cfg)
+    sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not (Path(cfg.base_dir) / "config.json").exists())
+    if dist.world() > 1 and (sft or cfg.prompts_per_step % dist.world() or len(test) < dist.world()):
+        raise ValueError(f"under torchrun: SFT runs in one process, and --prompts_per_step ({cfg.prompts_per_step}) "
+                         f"and the {len(test)} eval problems must split over {dist.world()} ranks")
+    log(f"device {device} x {dist.world()} ({precision}); data {len(train)} train / {len(test)} eval problems; "
+        f"out {cfg.out_dir}")
+    if cfg.init_from or device.startswith("cuda"):
+        mcfg = config_from_hf(json.loads((Path(cfg.init_from) / "config.json").read_text())) if cfg.init_from \
+            else toy_model_config(cfg, enc)
+        rows = cfg.prompts_per_step * cfg.group_size // dist.world()
+        eval_rows = min(len(test) * max(1, cfg.eval_k) // dist.world(), cfg.gen_batch or 1024)
+        mem = dist.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
+                                   update_rows=cfg.micro_batch or math.ceil(rows / cfg.n_minibatches),
+                                   prompt_len=max(len(fmt.encode(p["question"])) for p in train[:500]),
+                                   new_tokens=cfg.max_new_tokens, precision=precision, grad_ckpt=cfg.grad_ckpt,
+                                   kl=cfg.kl_coef > 0)
+        log(dist.memory_line(mem))
+    if sft:
+        train_sft(cfg, device, enc, train, test, fmt, precision)
     if cfg.stage in ("grpo", "all"):
-        base, final, real = train_grpo(cfg, device, enc, train, test)
-        if final is None:
+        if cfg.init_from and cfg.stage == "all":
+            log(f"--init_from: GRPO starts from {cfg.init_from} itself (for SFT first: --stage=sft, then "
+                f"--stage=grpo --init_from={cfg.base_dir})")
+        base, final, real = train_grpo(cfg, device, enc, train, test, fmt, precision)
+        if final is None or not dist.is_main():
             return
         k = cfg.eval_k
         summary = {"base_greedy_acc": base["greedy_acc"], "final_greedy_acc": final["greedy_acc"],

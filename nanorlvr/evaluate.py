@@ -7,7 +7,7 @@ import math
 import torch
 
 from nanorlvr.engine import generate
-from nanorlvr.tokenizer import encode_prompt
+from nanorlvr.prompts import ToyFormat
 from nanorlvr.verifier import extract_answer, verify_batch
 
 
@@ -18,31 +18,35 @@ def pass_at_k(n, c, k):
     return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
-def score(completions, golds, enc, workers=2):
-    """Decode completions (lists of ids) and verify them against gold answers -> list of bools."""
-    texts = [enc.decode([t for t in c if t < enc.eot_token]) for c in completions]
+def score(completions, golds, enc, workers=2, decode=None):
+    """Decode completions (lists of ids) and verify them against gold answers -> list of bools.
+    decode(ids) -> text (default: the toy's, dropping special tokens)."""
+    decode = decode or (lambda c: enc.decode([t for t in c if t < enc.eot_token]))
+    texts = [decode(c) for c in completions]
     return verify_batch(texts, golds, workers=workers), texts
 
 
 @torch.no_grad()
 def evaluate(model, enc, problems, k=8, temperature=1.0, max_new_tokens=64, batch_size=1024, seed=1234,
-             generate_fn=None):
+             generate_fn=None, fmt=None):
     """Accuracy on `problems` (dicts with question / answer). Returns a dict of fractions in [0, 1].
-    generate_fn(prompts, temperature, seed) -> Generation replaces plain sampling (e.g. extrapolation)."""
+    generate_fn(prompts, temperature, seed) -> Generation replaces plain sampling (e.g. extrapolation).
+    fmt: the prompt format (prompts.py; default: the toy's)."""
     was_training = model.training
     model.eval()
-    prompts = [encode_prompt(enc, p["question"]) for p in problems]
+    fmt = fmt or ToyFormat(enc)
+    prompts = [fmt.encode(p["question"]) for p in problems]
     golds = [p["answer"] for p in problems]
     gen = generate_fn or (lambda ps, temp, s: generate(model, ps, max_new_tokens, temperature=temp, seed=s,
-                                                         stop_ids=[enc.eot_token], batch_size=batch_size))
+                                                         stop_ids=fmt.stop_ids, batch_size=batch_size))
     g = gen(prompts, 0.0, seed)
-    greedy, texts = score(g.tokens, golds, enc)
+    greedy, texts = score(g.tokens, golds, enc, decode=fmt.decode)
     out = {"n": len(problems), "greedy_acc": sum(greedy) / len(problems),
            "greedy_exact_match": sum(extract_answer(t) == a for t, a in zip(texts, golds)) / len(problems),
            "greedy_truncated": g.truncated.float().mean().item()}
     if k:
         s = gen([p for p in prompts for _ in range(k)], temperature, seed + 1)
-        ok, _ = score(s.tokens, [a for a in golds for _ in range(k)], enc)
+        ok, _ = score(s.tokens, [a for a in golds for _ in range(k)], enc, decode=fmt.decode)
         per_problem = [sum(ok[i * k:(i + 1) * k]) for i in range(len(problems))]
         out[f"avg{k}"] = sum(ok) / len(ok)
         out[f"pass{k}"] = sum(pass_at_k(k, c, k) for c in per_problem) / len(problems)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, asdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 @dataclass
@@ -180,6 +181,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
+        self.grad_ckpt = False  # recompute each block in the backward (torch.utils.checkpoint) to save memory
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         if cfg.arch == "gpt2":
@@ -233,8 +235,12 @@ class GPT(nn.Module):
             x = x + self.model.embed_positions(pos)
         else:
             rope = self.rope(pos, x.dtype)
+        ckpt = self.grad_ckpt and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.model.layers):
-            x = block(x, rope, attn_mask, cache, i)
+            if ckpt:
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, attn_mask, None, i, use_reentrant=False)
+            else:
+                x = block(x, rope, attn_mask, cache, i)
         if cache is not None:
             cache.len += T
         return self.lm_head(self.model.norm(x))

@@ -5,6 +5,8 @@ One GRPO step, in two halves that train.py calls in turn:
     grpo_update(...)  group advantages (x paper 1's token weights) -> clipped loss -> optimizer step(s)
 
 The maths (advantages, weights, losses, KL) lives in grpo.py as pure functions; this file only moves data.
+Under torchrun each rank passes its own prompt groups; grpo_update then divides by the global normaliser
+and sums the gradients over ranks (dist.py), so the step is the one a single process would take.
 """
 import math
 import time
@@ -12,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from nanorlvr import grpo
+from nanorlvr import dist, grpo
 from nanorlvr.engine import completion_logprobs, generate, pack
 from nanorlvr.evaluate import score
-from nanorlvr.tokenizer import encode_prompt
+from nanorlvr.prompts import ToyFormat
 
 
 @dataclass
@@ -30,24 +32,50 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(model, enc, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None):
+def rollout(model, enc, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
+            fmt=None, batch_size=None):
+    """fmt: the prompt format (prompts.py; default the toy's). batch_size: rows per generate call (None: all)."""
     t0 = time.time()
-    prompts = [encode_prompt(enc, p["question"]) for p in problems for _ in range(group_size)]
+    fmt = fmt or ToyFormat(enc)
+    prompts = [fmt.encode(p["question"]) for p in problems for _ in range(group_size)]
     with autocast or torch.autocast("cpu", enabled=False):
         g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                     stop_ids=[enc.eot_token])
+                     stop_ids=fmt.stop_ids, batch_size=batch_size)
     t1 = time.time()
-    ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], enc, workers=workers)
+    ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], enc, workers=workers,
+                  decode=fmt.decode)
     t2 = time.time()
     L = int(g.lengths.max())
     return Rollout(prompts, g.tokens, g.logprobs[:, :L].cpu(), g.truncated.cpu(), torch.tensor(ok, dtype=torch.float),
                    t1 - t0, t2 - t1)
 
 
+def _chunk(idx, plen, clen, rows):
+    """The rows of a packed batch, trimmed to their own longest sequence."""
+    return idx[rows, :int((plen[rows] + clen[rows]).max())], plen[rows], clen[rows]
+
+
+def _chunks(rows, micro):
+    return [c for c in (rows.split(micro) if micro else [rows]) if len(c)]
+
+
+@torch.no_grad()
+def _logprobs(model, idx, plen, clen, temperature, micro, Lc):
+    """completion_logprobs over all rows, micro rows at a time, as one (N, Lc) tensor."""
+    out = torch.zeros(len(idx), Lc, device=idx.device)
+    for c in _chunks(torch.arange(len(idx), device=idx.device), micro):
+        lp = completion_logprobs(model, *_chunk(idx, plen, clen, c), temperature)[0]
+        out[c, :lp.size(1)] = lp
+    return out
+
+
 def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None, autocast=None):
-    """Advantages -> cfg.mu passes of cfg.n_minibatches optimizer steps. Returns a dict of floats."""
+    """Advantages -> cfg.mu passes of cfg.n_minibatches optimizer steps. Returns a dict of floats.
+    cfg.micro_batch (if set): rows per forward/backward, gradients accumulated over a minibatch's chunks.
+    Under torchrun every rank calls this with its own groups; the normaliser, the skip decisions and the
+    gradients are global, so the ranks take identical steps (those of one process on the whole batch)."""
     device = next(model.parameters()).device
-    G = cfg.group_size
+    G, world, micro = cfg.group_size, dist.world(), getattr(cfg, "micro_batch", 0)
     adv = grpo.group_advantages(roll.rewards, G, scale_std=cfg.scale_std)
     keep = torch.ones(len(adv), dtype=torch.bool)
     if cfg.dynamic_sampling:
@@ -56,7 +84,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
         keep &= ~roll.truncated
     stats = {"zero_var_frac": grpo.zero_variance_groups(roll.rewards, G).float().mean().item(),
              "rows_used": int(keep.sum())}
-    if not keep.any() or not adv[keep].abs().any():
+    if not dist.any_(keep.any() and adv[keep].abs().any()):
         stats["skipped"] = "no row has a non-zero advantage"
         return stats
     # Rows with zero advantage have exactly zero policy gradient: without a KL term they only count in the
@@ -64,43 +92,60 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
     lengths = torch.tensor([len(c) for c in roll.completions])
     full_norm = grpo.loss_normaliser(torch.arange(cfg.max_new_tokens)[None, :] < lengths[keep, None],
                                      cfg.loss_agg, constant=cfg.max_new_tokens)
+    full_norm = dist.sum_(full_norm)  # global: the ranks' losses add up to the loss of the whole batch
     if cfg.kl_coef == 0:
         keep &= adv != 0
     rows = keep.nonzero().squeeze(-1)
-    idx, plen, clen = pack([roll.prompts[i] for i in rows], [roll.completions[i] for i in rows])
-    Lc = int(clen.max())
-    old_logp, adv = roll.old_logp[rows, :Lc].to(device), adv[rows].to(device)
-    idx, plen, clen = idx.to(device), plen.to(device), clen.to(device)
+    n = len(rows)  # may be 0 on some ranks under torchrun: they still join every all-reduce
     ctx = autocast or torch.autocast("cpu", enabled=False)
-    with torch.no_grad(), ctx:
-        if cfg.top_p < 1.0:  # the engine's log-probs are of the nucleus distribution: use the full one
-            old_logp, _ = completion_logprobs(model, idx, plen, clen, cfg.temperature)
-        ref_logp = completion_logprobs(ref_model, idx, plen, clen, cfg.temperature)[0] if ref_model else None
-    mask = (torch.arange(Lc, device=device)[None, :] < clen[:, None]).float()
-    weights = grpo.token_weights(old_logp.exp(), cfg.reweight, cfg.reweight_c)
-    n = len(rows)
-    mb_size = math.ceil(n / cfg.n_minibatches)
+    if n:
+        idx, plen, clen = pack([roll.prompts[i] for i in rows], [roll.completions[i] for i in rows])
+        Lc = int(clen.max())
+        old_logp, adv = roll.old_logp[rows, :Lc].to(device), adv[rows].to(device)
+        idx, plen, clen = idx.to(device), plen.to(device), clen.to(device)
+        with ctx:
+            if cfg.top_p < 1.0:  # the engine's log-probs are of the nucleus distribution: use the full one
+                old_logp = _logprobs(model, idx, plen, clen, cfg.temperature, micro, Lc)
+            ref_logp = _logprobs(ref_model, idx, plen, clen, cfg.temperature, micro, Lc) if ref_model else None
+        mask = (torch.arange(Lc, device=device)[None, :] < clen[:, None]).float()
+        weights = grpo.token_weights(old_logp.exp(), cfg.reweight, cfg.reweight_c)
+    mb_size = max(1, math.ceil(n / cfg.n_minibatches))
+    stat_keys = ["clip_frac", "approx_kl", "ratio_mean", "entropy"] + (["kl_ref"] if ref_model else [])
     agg_stats, n_updates = {}, 0
     for epoch in range(cfg.mu):
         perm = torch.randperm(n) if cfg.n_minibatches > 1 else torch.arange(n)
-        for mb in perm.split(mb_size):
+        # several ranks: exactly n_minibatches (maybe empty) chunks each, so all take the same optimizer steps
+        for mb in (perm.split(mb_size) if world == 1 else perm.tensor_split(cfg.n_minibatches)):
             mb = mb.to(device)
-            norm = full_norm * len(mb) / n  # this minibatch's share of the full batch's normaliser
-            with ctx:
-                logp, _, ent = completion_logprobs(model, idx[mb], plen[mb], clen[mb], cfg.temperature, with_entropy=True)
-                loss, s = grpo.policy_loss(logp, old_logp[mb], adv[mb], mask[mb], eps_low=cfg.eps_low,
-                                           eps_high=cfg.eps_high, agg=cfg.loss_agg, weights=weights[mb],
-                                           ref_logp=None if ref_logp is None else ref_logp[mb],
-                                           kl_coef=cfg.kl_coef, loss_norm=norm)
-            if not torch.isfinite(loss):
-                stats["skipped"] = f"non-finite loss {loss.item()} (epoch {epoch}): step skipped"
+            norm = full_norm * len(mb) / n if world == 1 else full_norm / cfg.n_minibatches  # this minibatch's share
+            optimizer.zero_grad(set_to_none=True)
+            parts, mb_loss, bad = [], 0.0, None
+            for c in _chunks(mb, micro):
+                Lm = int(clen[c].max())
+                with ctx:
+                    logp, _, ent = completion_logprobs(model, *_chunk(idx, plen, clen, c), cfg.temperature,
+                                                       with_entropy=True)
+                    loss, s = grpo.policy_loss(logp, old_logp[c, :Lm], adv[c], mask[c, :Lm], eps_low=cfg.eps_low,
+                                               eps_high=cfg.eps_high, agg=cfg.loss_agg, weights=weights[c, :Lm],
+                                               ref_logp=None if ref_logp is None else ref_logp[c, :Lm],
+                                               kl_coef=cfg.kl_coef, loss_norm=norm)
+                s["entropy"] = grpo.masked_mean(ent.detach(), mask[c, :Lm]).item()
+                del logp, ent  # frees the entropy's graph now (4 bytes x vocab per token), not after the next forward
+                if not torch.isfinite(loss):
+                    bad = loss.item()
+                    break
+                loss.backward()
+                parts.append(s)
+                mb_loss += loss.item()
+            if dist.any_(bad is not None):
+                stats["skipped"] = f"non-finite loss {'on another rank' if bad is None else bad} (epoch {epoch}): step skipped"
                 optimizer.zero_grad(set_to_none=True)
                 return stats
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            dist.all_reduce_grads(model)
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            s.update(loss=loss.item(), grad_norm=gnorm.item(), entropy=grpo.masked_mean(ent.detach(), mask[mb]).item())
+            s = parts[0] if len(parts) == 1 else {k: sum(p[k] for p in parts) / max(1, len(parts)) for k in stat_keys}
+            s.update(loss=dist.sum_(mb_loss), grad_norm=gnorm.item())
             for key, v in s.items():
                 agg_stats[key] = agg_stats.get(key, 0.0) + v
             n_updates += 1

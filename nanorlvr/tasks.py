@@ -118,8 +118,8 @@ def load_jsonl(path) -> list[dict]:
             question = d.get("question", d.get("problem"))
             if question is None:
                 raise ValueError(f"{path}:{i + 1}: no 'question' or 'problem' field")
-            if "solution" in d and "answer" in d and "####" not in str(d["answer"]):
-                solution, gold = d["solution"], str(d["answer"])                  # ours (or MATH with answer)
+            if "answer" in d and "####" not in str(d["answer"]):
+                solution, gold = d.get("solution", ""), str(d["answer"])          # ours (or MATH with answer)
             elif "####" in str(d.get("answer", "")):
                 solution = d["answer"]                                             # GSM8K
                 gold = solution.rsplit("####", 1)[1].strip()

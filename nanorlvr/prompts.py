@@ -1,0 +1,93 @@
+"""
+How a problem becomes a prompt, and a completion becomes text: one small object per model family.
+
+    ToyFormat(enc)                      <|user|>{question}<|assistant|> ... <|endoftext|>   (the toy, from scratch)
+    ChatFormat.from_pretrained(path)    the instruct chat template of a HF checkpoint (Qwen or Llama 3 style)
+
+Both have `.encode(question) -> ids`, `.stop_ids` (any of them ends a completion), `.decode(ids) -> text`
+(special tokens dropped) and `.target(solution) -> ids` (an SFT target, the end token included).
+rollout / evaluate / SFT take one of these instead of calling the toy `encode_prompt` directly.
+"""
+import json
+from pathlib import Path
+
+from nanorlvr.tokenizer import encode_prompt, load_tokenizer, render_chat
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+# per style: the token that ends an assistant turn, and the token that marks the style
+STYLES = {"qwen": ("<|im_end|>", "<|im_start|>"), "llama3": ("<|eot_id|>", "<|start_header_id|>")}
+
+
+class ToyFormat:
+    def __init__(self, enc):
+        self.enc, self.stop_ids = enc, [enc.eot_token]
+
+    def encode(self, question):
+        return encode_prompt(self.enc, question)
+
+    def decode(self, ids):
+        return self.enc.decode([t for t in ids if t < self.enc.eot_token])
+
+    def target(self, solution):
+        return self.enc.encode_ordinary(solution) + [self.enc.eot_token]
+
+
+def _config_eos(path: Path) -> list[int]:
+    """eos_token_id(s) of config.json and generation_config.json (an int or a list in either)."""
+    out = []
+    for name in ("config.json", "generation_config.json"):
+        if (path / name).is_file():
+            eos = json.loads((path / name).read_text()).get("eos_token_id")
+            out += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return out
+
+
+def detect_style(enc) -> str:
+    """'qwen' or 'llama3', from the special tokens of the tokenizer."""
+    for style, (_, marker) in STYLES.items():
+        if marker in enc.special_tokens_set:
+            return style
+    raise ValueError(f"cannot tell the chat template of this tokenizer (none of "
+                     f"{[m for _, m in STYLES.values()]} is a special token): pass --chat_style=qwen|llama3")
+
+
+class ChatFormat:
+    """An instruct model's chat prompt: [system, user] messages rendered with render_chat and encoded
+    with special tokens recognised anywhere, as transformers' apply_chat_template + tokenize does."""
+
+    def __init__(self, enc, style="auto", system_prompt=SYSTEM_PROMPT, extra_stop_ids=()):
+        self.enc, self.style, self.system_prompt = enc, detect_style(enc) if style == "auto" else style, system_prompt
+        if self.style not in STYLES:
+            raise ValueError(f"unknown chat style {self.style!r}: use auto, qwen or llama3")
+        end = STYLES[self.style][0]
+        if end not in enc.special_tokens_set:
+            raise ValueError(f"chat style {self.style!r} needs the special token {end} in the tokenizer")
+        self.end_id = enc.encode_single_token(end)
+        self.special_ids = {enc.encode_single_token(s) for s in enc.special_tokens_set}
+        stops = [self.end_id] + [enc.encode_single_token(s) for s in ("<|endoftext|>", "<|end_of_text|>")
+                                 if s in enc.special_tokens_set] + list(extra_stop_ids)
+        self.stop_ids = sorted(set(stops))
+
+    @classmethod
+    def from_pretrained(cls, path, style="auto", system_prompt=SYSTEM_PROMPT):
+        path = Path(path)
+        return cls(load_tokenizer(path), style, system_prompt, extra_stop_ids=_config_eos(path))
+
+    def encode(self, question):
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + \
+                   [{"role": "user", "content": question}]
+        return self.enc.encode(render_chat(messages, self.style), allowed_special="all")
+
+    def decode(self, ids):
+        return self.enc.decode([t for t in ids if t not in self.special_ids and t < self.enc.n_vocab])
+
+    def target(self, solution):
+        return self.enc.encode_ordinary(solution) + [self.end_id]
+
+
+def split_holdout(problems, n_eval, what):
+    """(train, test): the last n_eval problems of one file held out, when no separate test file is given."""
+    if len(problems) <= n_eval:
+        raise ValueError(f"{what} has {len(problems)} problems: too few to hold out --n_eval={n_eval} "
+                         "for evaluation (pass --test_data or a smaller --n_eval)")
+    return problems[:-n_eval], problems[-n_eval:]

@@ -1,0 +1,144 @@
+"""
+torch.distributed on CPU (gloo, two processes): a GRPO update split over two ranks, each with half of the
+prompt groups, gives the weights of the single-process update on the whole batch (the global loss
+normaliser, the gradient all-reduce, ranks left with no rows); and train.py runs under two ranks.
+"""
+import copy
+import json
+import os
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train
+from nanorlvr import checkpoint as ckpt
+from nanorlvr import dist
+from nanorlvr.engine import completion_logprobs, pack
+from nanorlvr.model import GPT, GPTConfig
+from nanorlvr.rl import Rollout, grpo_update
+
+P, G, MAX_NEW = 4, 4, 8
+# name: (config overrides, optimizer, rank 1 gets only equal-reward groups). n_minibatches > 1 is left out:
+# each rank then draws its own minibatches, so the steps match one process only in distribution.
+CASES = {
+    "token-mean-sgd": (dict(), "sgd", False),
+    "seqmean-micro-lowprob-sgd": (dict(loss_agg="seq-mean-token-mean", micro_batch=2, reweight="lowprob"), "sgd", False),
+    "dr-grpo-micro-sgd": (dict(loss_agg="seq-sum-constant", scale_std=False, micro_batch=3), "sgd", False),
+    "adamw-mu2-kl-topp": (dict(mu=2, kl_coef=0.1, top_p=0.9, grad_clip=1.0), "adamw", False),
+    "rank1-has-no-rows": (dict(), "sgd", True),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup(case):
+    """The model, optimizer, config and whole-batch rollout of a case (identical in every process)."""
+    over, opt_name, rank1_flat = CASES[case]
+    cfg = SimpleNamespace(group_size=G, scale_std=True, dynamic_sampling=False, mask_truncated=True,
+                          max_new_tokens=MAX_NEW, loss_agg="token-mean", kl_coef=0.0, top_p=1.0, temperature=1.0,
+                          reweight="none", reweight_c=0.2, mu=1, n_minibatches=1, eps_low=0.2, eps_high=0.28,
+                          grad_clip=1e9, micro_batch=0)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=2))
+    ref = copy.deepcopy(model).eval() if cfg.kl_coef else None
+    g = torch.Generator().manual_seed(1)
+    N = P * G
+    prompts = [torch.randint(0, 256, (int(torch.randint(2, 7, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(P)]
+    prompts = [p for p in prompts for _ in range(G)]
+    lens = torch.randint(1, MAX_NEW + 1, (N,), generator=g)
+    completions = [torch.randint(0, 256, (int(n),), generator=g).tolist() for n in lens]
+    truncated = (lens == MAX_NEW) & (torch.rand(N, generator=g) < 0.5)
+    rewards = torch.tensor([1., 0, 0, 1, 0, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0])
+    if rank1_flat:
+        rewards[N // 2:] = 1.0  # rank 1's groups all have equal rewards: zero advantage, no rows
+    idx, plen, clen = pack(prompts, completions)
+    with torch.no_grad():
+        old_logp, mask = completion_logprobs(model, idx, plen, clen)
+    old_logp = (old_logp + 0.1 * torch.randn(old_logp.shape, generator=g)) * mask  # ratios off 1: clipping
+    roll = Rollout(prompts, completions, old_logp, truncated, rewards, 0.0, 0.0)
+    if opt_name == "sgd":  # plain SGD, lr 1: the weight change IS the gradient (Adam would hide a scale error)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95))
+    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), cfg, roll, ref
+
+
+def rows_of(roll, rank, world):
+    n = len(roll.prompts) // world
+    sl = slice(rank * n, (rank + 1) * n)
+    return Rollout(roll.prompts[sl], roll.completions[sl], roll.old_logp[sl], roll.truncated[sl], roll.rewards[sl], 0, 0)
+
+
+def update(case, rank=0, world=1):
+    model, opt, sched, cfg, roll, ref = setup(case)
+    stats = grpo_update(model, opt, sched, rows_of(roll, rank, world), cfg, ref)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, stats
+
+
+TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--n_train=200", "--n_test=16",
+        "--n_eval=16", "--eval_k=2", "--group_size=4", "--max_new_tokens=16", "--lr=3e-3", "--warmup=1",
+        "--threads=1", "--verify_workers=1", "--prompts_per_step=4"]
+
+
+def _worker(rank, world, port, out, train_args):
+    """Both two-rank runs in one spawn (starting processes is most of the cost): the update cases, then train.py."""
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    dist.init("cpu")
+    torch.save({case: update(case, rank, world) for case in CASES}, f"{out}/rank{rank}.pt")
+    train.main(train_args)  # joins the group made above (and, at its end, destroys it)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    base = [f"--data_dir={d}/data", f"--base_dir={d}/base"]
+    train.main(TINY + base + ["--stage=sft", "--sft_steps=60", "--sft_batch=32"])
+    mp.spawn(_worker, args=(2, free_port(), str(d), TINY + base + ["--stage=grpo", "--steps=2", f"--out_dir={d}/out"]),
+             nprocs=2)
+    return d
+
+
+def test_two_ranks_take_the_single_process_step(two_ranks):
+    ranks = [torch.load(two_ranks / f"rank{r}.pt") for r in range(2)]
+    torch.set_num_threads(1)
+    for case in CASES:
+        single, stats = update(case)
+        assert "skipped" not in stats and stats.get("rows_used", 0) > 0, (case, stats)
+        init = setup(case)[0].state_dict()
+        assert any(not torch.equal(single[k], init[k]) for k in single), f"{case}: the update changed nothing"
+        for r, got in enumerate(ranks):
+            weights, rstats = got[case]
+            for k in single:
+                torch.testing.assert_close(weights[k], single[k], rtol=1e-5, atol=1e-6, msg=f"{case} rank {r} {k}")
+            # the loss is reported for the whole batch on every rank
+            assert rstats["loss"] == pytest.approx(stats["loss"], rel=1e-5, abs=1e-7), case
+
+
+def test_train_py_under_two_ranks(two_ranks):
+    run = two_ranks / "out/grpo"
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [0, 2]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 2]  # rank 0 alone wrote: eval, two steps, final eval
+    assert all(type(r["step"]) is int and type(r.get("rows_used", 0)) is int for r in rows)
+    assert all(r["eval"]["n"] == 16 for r in rows if "eval" in r)  # both shards of the evaluation combined
+    summary = json.loads((two_ranks / "out/summary.json").read_text())
+    assert 0.0 <= summary["final_greedy_acc"] <= 1.0
+
+
+def test_bad_world_splits_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(dist, "world", lambda: 3)
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    with pytest.raises(ValueError, match="must split over 3 ranks"):
+        train.run(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--data_dir={tmp_path}/data"]), "cpu")
