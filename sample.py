@@ -11,22 +11,18 @@ measure held-out accuracy on the toy task.
     python sample.py --extrapolate=logits ... --sweep=true --alpha_sweep=0,1,1.5,2,3   # markdown table
     python sample.py --extrapolate=dlogp ... --sweep=true --gamma_sweep=0,0.1 --tau_sweep=-0.2,-0.3,-0.4
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import log, parse_config, pick_device, write_json
+from nanorlvr.common import log, opt, parse_config, pick_device, write_json
 from nanorlvr.engine import generate
 from nanorlvr.evaluate import evaluate, score
 from nanorlvr.lockstep import generate_lockstep, lockstep_generate_fn
 from nanorlvr.tasks import ensure_toy_data, load_jsonl
 from nanorlvr.tokenizer import encode_prompt, toy_tokenizer
-
-
-def opt(default, help):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -40,6 +36,7 @@ class SampleConfig:
     top_p: float = opt(1.0, "nucleus")
     max_new_tokens: int = opt(64, "completion budget")
     seed: int = opt(1234, "sampling seed")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
     device: str = opt("auto", "auto | cpu | cuda | mps")
     batch_size: int = opt(512, "rows decoded at once")
     # evaluation
@@ -178,6 +175,8 @@ def main():
     cfg = parse_config(SampleConfig, description=__doc__.strip().split("\n\n")[0])
     if cfg.extrapolate not in ("none", "logits", "dlogp"):
         raise SystemExit(f"--extrapolate must be none, logits or dlogp, not {cfg.extrapolate!r}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device, enc = pick_device(cfg.device), toy_tokenizer()
     if cfg.extrapolate == "none":
         pair, model = None, load(cfg.ckpt, device)

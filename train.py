@@ -16,14 +16,14 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
-from nanorlvr.common import (Progress, append_jsonl, fmt_secs, parse_config, pick_device, rng_state,
+from nanorlvr.common import (Progress, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state,
                              seed_everything, set_rng_state, write_json)
 from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import pack
@@ -35,10 +35,6 @@ from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, split_holdout
 from nanorlvr.rl import grpo_update, rollout
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 from nanorlvr.tokenizer import toy_tokenizer
-
-
-def opt(default, help):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

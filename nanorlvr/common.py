@@ -14,6 +14,11 @@ import numpy as np
 import torch
 
 
+def opt(default, help):
+    """A dataclass field with a default and the help string of its --flag."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def parse_config(cls, argv=None, description=None):
     """Build an argparse parser from a dataclass's fields (`--name=value`, help from field metadata)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)

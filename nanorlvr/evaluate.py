@@ -2,20 +2,12 @@
 Held-out accuracy with the verifier: greedy accuracy, avg@k (mean accuracy of k samples at temperature T)
 and the unbiased pass@k, on the same problems for every model so that numbers are comparable.
 """
-import math
-
 import torch
 
+from nanorlvr.analysis import pass_at_k
 from nanorlvr.engine import generate
 from nanorlvr.prompts import ToyFormat
 from nanorlvr.verifier import extract_answer, verify_batch
-
-
-def pass_at_k(n, c, k):
-    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
 def score(completions, golds, enc, workers=2, decode=None):

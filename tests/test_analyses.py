@@ -17,15 +17,6 @@ DATA = str(Path(__file__).resolve().parents[1] / "data")
 FAST = ["--device=cpu", f"--data_dir={DATA}", "--n_eval=3", "--k=2", "--max_new_tokens=8", "--batch_size=4"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls on a shared machine: extra threads only contend (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(seed):
     torch.manual_seed(seed)
     return GPT(GPTConfig(vocab_size=260, n_layer=2, n_embd=32, n_head=2)).eval()

@@ -19,15 +19,6 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "lo
 CASES = ["gpt2-tied", "gpt2-untied", "llama-tied-llama3rope", "llama-untied", "qwen2-tied", "qwen3-untied"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread start-up dominates, and on a busy machine extra threads make it 50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def hf_config(case):
     name, tie = case.split("-")[0], "-tied" in case
     # initializer_range 0.2 (not 0.02): peaked logits, so greedy generations vary instead of repeating one token

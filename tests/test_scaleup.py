@@ -33,14 +33,6 @@ CORPUS = [p["question"] + " " + p["answer"] for p in GSM8K] + [
     "The answer is \\boxed{42}. Numbers 0123456789 and words."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def bpe(specials, path):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
