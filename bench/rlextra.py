@@ -2,7 +2,7 @@
 Paper 2's RL-Extra (Eq. 3) on the toy: standard GRPO vs RL-Extra (m real steps, then a jump of n virtual
 ones, repeated) from the same SFT base, with held-out greedy accuracy every `--eval_every` steps. Reports
 how many REAL gradient steps each needs to reach a threshold (default: halfway from the base to the
-standard run's best), the paper's "steps-to-threshold" ratio, and writes bench/rlextra.json.
+standard run's best), the paper's "steps-to-threshold" ratio, and writes bench/results/rlextra.json.
 
     python bench/rlextra.py [--steps 200] [--m 20 --n 20] [--eval_every 20] [any train.py --flag=value ...]
 """
@@ -59,7 +59,8 @@ def main():
     a, b = result["standard"], result[list(runs)[1]]
     if a and b:
         print(f"\nsteps-to-threshold ratio (standard / RL-Extra): {a / b:.2f}")
-    (ROOT / "bench" / "rlextra.json").write_text(json.dumps(result, indent=2))
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "rlextra.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
