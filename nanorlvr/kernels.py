@@ -57,13 +57,21 @@ BLOCK = 1024  # columns per step: a step streams a (ROWS, BLOCK) tile of a and o
 
 # ----------------------------------------------------------------------------- torch references
 
+# Paper 2 (Linearity of RLVR), Eq. 1: logits extrapolation z = z_t0 + alpha (z_t1 - z_t0)
+def logits_extrapolation(a, b, alpha):
+    a = a.float()
+    return a + alpha * (b.float() - a)
+
+
+# Paper 1 (Direction of RLVR updates), test-time extrapolation: (1 + gamma) log pi_RL - gamma log pi_base
+def dlogp_extrapolation(a, b, gamma):
+    return (1 + gamma) * b.float().log_softmax(-1) - gamma * a.float().log_softmax(-1)
+
+
 def mixed_logits_torch(a, b, mode, coef):
-    """The mixed logits z (fp32), literally as the papers write them."""
+    """The mixed logits z (fp32), literally as the papers write them (the references of the kernels)."""
     assert mode in MODES, mode
-    a, b = a.float(), b.float()
-    if mode == "logits":
-        return a + coef * (b - a)
-    return (1 + coef) * b.log_softmax(-1) - coef * a.log_softmax(-1)
+    return logits_extrapolation(a, b, coef) if mode == "logits" else dlogp_extrapolation(a, b, coef)
 
 
 def mix_logprobs_torch(a, b, mode, coef, temperature=1.0):
