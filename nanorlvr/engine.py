@@ -91,7 +91,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     idx, pos, mask, valid, plen = prefill_inputs(prompts, max_new_tokens, device)
     any_pad = mask is not None
     cache = KVCache(model.config, B, P + max_new_tokens, device, next(model.parameters()).dtype)
-    logits = model(idx, pos=pos, attn_mask=mask, cache=cache)[:, -1]
+    logits = model(idx, pos=pos, attn_mask=mask, cache=cache, last_only=True)[:, -1]
 
     out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
     out_lp = torch.zeros(B, max_new_tokens, device=device)

@@ -101,7 +101,7 @@ def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", 
         raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len")
     idx, pos, mask, valid, plen = prefill_inputs(prompts, max_new_tokens, device)
     caches = [KVCache(m.config, B, P + max_new_tokens, device, next(m.parameters()).dtype) for m in (model_a, model_b)]
-    la, lb = (m(idx, pos=pos, attn_mask=mask, cache=c)[:, -1] for m, c in zip((model_a, model_b), caches))
+    la, lb = (m(idx, pos=pos, attn_mask=mask, cache=c, last_only=True)[:, -1] for m, c in zip((model_a, model_b), caches))
 
     out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
     out_lp = torch.zeros(B, max_new_tokens, device=device)

@@ -219,10 +219,10 @@ class GPT(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def forward(self, idx, pos=None, attn_mask=None, cache=None):
+    def forward(self, idx, pos=None, attn_mask=None, cache=None, last_only=False):
         """idx (B, T) token ids. pos (B, T) positions (default 0..T-1, after the cache if one is given).
         attn_mask: bool (B, 1, T, T_total), True = may attend; None = plain causal.
-        Returns logits (B, T, vocab)."""
+        Returns logits (B, T, vocab), or (B, 1, vocab) of the last position with last_only."""
         B, T = idx.shape
         if pos is None:
             start = cache.len if cache is not None else 0
@@ -243,6 +243,8 @@ class GPT(nn.Module):
                 x = block(x, rope, attn_mask, cache, i)
         if cache is not None:
             cache.len += T
+        if last_only:  # sampling needs only the last position: skip a (B, T, vocab) tensor
+            x = x[:, -1:]
         return self.lm_head(self.model.norm(x))
 
     @classmethod

@@ -40,6 +40,12 @@ def test_logits_shape_and_causality():
     torch.testing.assert_close(model(x)[:, :6], model(y)[:, :6])
 
 
+def test_last_only_gives_the_last_position_of_the_full_logits():
+    model = tiny()
+    x = torch.randint(0, 97, (2, 9))
+    torch.testing.assert_close(model(x, last_only=True), model(x)[:, -1:])
+
+
 def test_tied_head_shares_the_embedding():
     m = tiny()
     assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
