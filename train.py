@@ -240,7 +240,6 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         if len(batch) < P:
             batch += [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1))[:P - len(batch)].tolist()]
         batch = batch[dist.rank() * P // W:(dist.rank() + 1) * P // W]  # whole groups per rank
-        t0 = time.time()
         roll = rollout(sampler.get(), enc, batch, G, cfg.max_new_tokens, cfg.temperature,
                        seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p, workers=cfg.verify_workers,
                        fmt=fmt, batch_size=cfg.gen_batch or None)

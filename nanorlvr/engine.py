@@ -67,6 +67,20 @@ def prefill_inputs(prompts, max_new_tokens, device):
     return idx, pos, mask, valid, plen
 
 
+def retire_stopped(stopped, t, last, lengths, truncated, caches, rows, *running):
+    """Bookkeeping after decoding step t: rows that stopped get length t + 1 and are not truncated; unless
+    this was the last step, they leave the KV caches and the per-row tensors (`rows` = original indices,
+    then `running`). Returns (rows, *running) of the rows still decoding (empty rows: all done)."""
+    lengths[rows[stopped]] = t + 1
+    truncated[rows[stopped]] = False
+    if last or not bool(stopped.any()):
+        return (rows, *running)
+    keep = (~stopped).nonzero().squeeze(-1)
+    for cache in caches:
+        cache.keep_rows(keep)
+    return (rows[keep], *(x[keep] for x in running))
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(),
              stop_strings=(), decode=None, seed=None, generator=None, batch_size=None) -> Generation:
@@ -107,14 +121,10 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         if stop_strings:
             tails = [decode(out_ids[r, max(0, t - 15):t + 1].tolist()) for r in rows.tolist()]
             stopped |= torch.tensor([any(s in tail for s in stop_strings) for tail in tails], device=device)
-        lengths[rows[stopped]] = t + 1
-        truncated[rows[stopped]] = False
-        if t == max_new_tokens - 1 or bool(stopped.all()):
+        last = t == max_new_tokens - 1
+        rows, tok, valid, next_pos = retire_stopped(stopped, t, last, lengths, truncated, [cache], rows, tok, valid, next_pos)
+        if last or len(rows) == 0:
             break
-        if bool(stopped.any()):  # compact: finished rows leave the batch and the cache
-            keep = (~stopped).nonzero().squeeze(-1)
-            rows, tok, valid, next_pos = rows[keep], tok[keep], valid[keep], next_pos[keep]
-            cache.keep_rows(keep)
         step_mask = valid[:, None, None, :cache.len + 1] if any_pad else None
         logits = model(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=cache)[:, -1]
         next_pos += 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from nanorlvr.analysis import replacement_gate, token_metrics
-from nanorlvr.engine import Generation, prefill_inputs, sample_next
+from nanorlvr.engine import Generation, prefill_inputs, retire_stopped, sample_next
 from nanorlvr.kernels import mix_logprobs, mix_sample, token_dlogp
 from nanorlvr.model import KVCache
 
@@ -119,15 +119,10 @@ def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", 
             tok, lp, fired = replace_next(la, lb, mode, coef, gate, tau, temperature, top_p, generator)
         out_ids[rows, t], out_lp[rows, t], out_fired[rows, t] = tok, lp, fired
         stopped = torch.isin(tok, stop_t)
-        lengths[rows[stopped]] = t + 1
-        truncated[rows[stopped]] = False
-        if t == max_new_tokens - 1 or bool(stopped.all()):
+        last = t == max_new_tokens - 1
+        rows, tok, valid, next_pos = retire_stopped(stopped, t, last, lengths, truncated, caches, rows, tok, valid, next_pos)
+        if last or len(rows) == 0:
             break
-        if bool(stopped.any()):  # compact: finished rows leave the batch and both caches
-            keep = (~stopped).nonzero().squeeze(-1)
-            rows, tok, valid, next_pos = rows[keep], tok[keep], valid[keep], next_pos[keep]
-            for c in caches:
-                c.keep_rows(keep)
         step_mask = valid[:, None, None, :caches[0].len + 1] if mask is not None else None
         la, lb = (m(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=c)[:, -1]
                   for m, c in zip((model_a, model_b), caches))
