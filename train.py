@@ -59,8 +59,9 @@ class TrainConfig:
     # data and evaluation
     data_dir: str = opt("data", "where the toy task's jsonl files are generated")
     n_ops: int = opt(2, "toy task: operations per problem")
-    max_num: int = opt(20, "toy task: operands are 1..max_num")
-    n_train: int = opt(50000, "toy task: training problems")
+    max_num: int = opt(10, "toy task: operands are 1..max_num")
+    p_direct: float = opt(0.5, "toy task: share of SFT solutions that give only the answer, no working")
+    n_train: int = opt(8000, "toy task: training problems")
     n_test: int = opt(1000, "toy task: held-out problems written (evaluation uses the first n_eval)")
     n_eval: int = opt(500, "held-out problems for evaluation (the same ones before and after)")
     eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature")
@@ -99,7 +100,7 @@ class TrainConfig:
     reweight_c: float = opt(0.2, "c of the token reweighting")
     rl_extra: str = opt("", "m,n: paper 2's RL-Extra, m real steps then a jump of n virtual ones")
     rl_extra_optimizer: str = opt("reset", "reset | keep the optimizer state after each RL-Extra jump")
-    save_every: int = opt(25, "checkpoint every this many steps (and step 0 and the last)")
+    save_every: int = opt(10, "checkpoint every this many steps (and step 0 and the last)")
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
     verify_workers: int = opt(2, "verifier processes")
     halt_after: int = opt(0, "stop after this many steps of this invocation, as if killed (to test --resume)")
@@ -298,7 +299,7 @@ def load_task(cfg):
         if cfg.test_data:
             return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
         return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
-    task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num)
+    task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
     if dist.is_main():  # one writer
         ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
     dist.barrier()

@@ -14,6 +14,12 @@ A division (only ever the last operation) gives a fraction, and the final line w
 several equivalent surface forms (reduced or unreduced fraction, terminating decimal), while the gold is
 canonical (`-15/4`): exact string match undercounts, the sympy verifier does not. Train and test splits
 are disjoint by construction: a question's split is a hash of its text.
+
+Half of the training solutions (`p_direct`, chosen by a hash of the question) skip the working and give
+only `#### -3.75`, as web data mixes worked solutions with bare answers. The SFT base learns both styles
+and often answers directly, which a 0.8M model mostly gets wrong; the reward teaches it to work the
+problem out. This is the quickstart's RL gain: with `p_direct=0` the base's errors are arithmetic slips,
+which GRPO fixes far more slowly (README "Results on the toy" has both).
 """
 import hashlib
 import json
@@ -26,10 +32,11 @@ from pathlib import Path
 @dataclass
 class TaskConfig:
     n_ops: int = 2          # operations per problem (steps of the chain of thought)
-    max_num: int = 20       # operands are drawn from 1..max_num
+    max_num: int = 10       # operands are drawn from 1..max_num
     ops: str = "+-*"        # operations other than the final division
     p_div: float = 0.25     # probability that the last operation is a division (fraction answers)
     test_every: int = 10    # one question in `test_every` (by hash) belongs to the test split
+    p_direct: float = 0.5   # share of solutions that skip the working and give only `#### answer`
 
 
 def fmt(x: Fraction) -> str:
@@ -64,7 +71,14 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
         lines.append(f"{fmt(value)}{op}{b}={fmt(new)}")
         value = new
     answer = rng.choice(surface_forms(value, unreduced))
-    return {"question": question, "answer": fmt(value), "solution": "\n".join(lines) + f"\n#### {answer}"}
+    working = "" if is_direct(question, cfg.p_direct) else "\n".join(lines) + "\n"
+    return {"question": question, "answer": fmt(value), "solution": f"{working}#### {answer}"}
+
+
+def is_direct(question: str, p_direct: float) -> bool:
+    """Whether this question's solution is a bare answer: a hash, so the problems themselves (and the test
+    split) are the same whatever p_direct is."""
+    return int(hashlib.md5(f"direct:{question}".encode()).hexdigest()[:8], 16) < p_direct * 16 ** 8
 
 
 def split_of(question: str, test_every: int) -> str:
@@ -137,10 +151,11 @@ def load_jsonl(path) -> list[dict]:
     return rows
 
 
-def ensure_toy_data(data_dir="data", cfg: TaskConfig = None, n_train=50000, n_test=1000, seed=0):
+def ensure_toy_data(data_dir="data", cfg: TaskConfig = None, n_train=8000, n_test=1000, seed=0):
     """Write the toy task's train/test jsonl (named after the task settings) if missing; return their paths."""
     cfg = cfg or TaskConfig()
-    tag = f"toy_{cfg.n_ops}ops_{cfg.max_num}_{cfg.ops}_div{cfg.p_div:g}_{n_train}_s{seed}".replace("*", "x")
+    direct = f"_direct{cfg.p_direct:g}" if cfg.p_direct else ""
+    tag = f"toy_{cfg.n_ops}ops_{cfg.max_num}_{cfg.ops}_div{cfg.p_div:g}{direct}_{n_train}_s{seed}".replace("*", "x")
     train_path, test_path = Path(data_dir) / f"{tag}_train.jsonl", Path(data_dir) / f"{tag}_test.jsonl"
     if not (train_path.exists() and test_path.exists()):
         train, test = generate_splits(cfg, n_train, n_test, seed)

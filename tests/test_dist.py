@@ -85,7 +85,7 @@ def update(case, rank=0, world=1):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, stats
 
 
-TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--n_train=200", "--n_test=16",
+TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200", "--n_test=16",
         "--n_eval=16", "--eval_k=2", "--group_size=4", "--max_new_tokens=16", "--lr=3e-3", "--warmup=1",
         "--threads=1", "--verify_workers=1", "--prompts_per_step=4"]
 

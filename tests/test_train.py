@@ -10,7 +10,7 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr.extrapolate import is_norm
 from nanorlvr.model import GPT, GPTConfig
 
-TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--n_train=200", "--n_test=16", "--n_eval=16",
+TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200", "--n_test=16", "--n_eval=16",
         "--eval_k=2", "--prompts_per_step=4", "--group_size=4", "--max_new_tokens=16", "--lr=3e-3", "--warmup=1",
         "--threads=1", "--verify_workers=1"]
 
