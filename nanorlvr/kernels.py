@@ -204,8 +204,9 @@ def _sample_kernel(a_ptr, b_ptr, sa, sb, B, V, CHUNK, coef, inv_t, seed, part_pt
                                                        tl.where(k == 2, r2[None, :], r3[None, :])))
             u = (r >> 9).to(tl.float32) * (1.0 / 8388608) + (0.5 / 8388608)  # 23 bits, inside (0, 1)
             if FAST_LOG2:  # the GPU's approximate log2 (rel. error ~2e-7); tl.log2 is a long polynomial
-                asm = "{ .reg .f32 t; lg2.approx.ftz.f32 t, $1; neg.f32 t, t; lg2.approx.ftz.f32 $0, t; }"
-                g = tl.inline_asm_elementwise(asm, "=f,f", [u], dtype=tl.float32, is_pure=True, pack=1)
+                g = tl.inline_asm_elementwise(
+                    "{ .reg .f32 t; lg2.approx.ftz.f32 t, $1; neg.f32 t, t; lg2.approx.ftz.f32 $0, t; }",
+                    "=f,f", [u], dtype=tl.float32, is_pure=True, pack=1)
             else:
                 g = tl.log2(-tl.log2(u))
             z -= g  # = log2(e) * (z / T + Gumbel) + const, as inv_t carries log2(e): the same argmax
