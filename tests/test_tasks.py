@@ -50,3 +50,15 @@ def test_unparseable_gold_is_an_error_naming_the_line(tmp_path):
                     json.dumps({"question": "q", "answer": "@@ ### @@", "solution": "s"}) + "\n")
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         load_jsonl(path)
+
+
+def test_p_direct_mixes_bare_answers_without_changing_the_problems():
+    mixed, _ = generate_splits(TaskConfig(p_direct=0.5), 2000, 50, seed=3)
+    pure, _ = generate_splits(TaskConfig(p_direct=0.0), 2000, 50, seed=3)
+    assert [p["question"] for p in mixed] == [p["question"] for p in pure]
+    bare = [m for m in mixed if m["solution"].startswith("#### ")]
+    assert 0.45 < len(bare) / len(mixed) < 0.55                      # binomial sd ~0.011 at n = 2000
+    for m, p in zip(mixed, pure):  # a bare answer is the worked solution's last line; the rest are unchanged
+        want = "#### " + p["solution"].rsplit("#### ", 1)[1] if m["solution"].startswith("#### ") else p["solution"]
+        assert m["solution"] == want
+    assert not any(p["solution"].startswith("####") for p in pure)
