@@ -55,6 +55,7 @@ class TrainConfig:
     precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; dist.py)")
     grad_ckpt: bool = opt(False, "gradient checkpointing: recompute each block in the backward (less memory)")
     micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch at once)")
+    cuda_graph: bool = opt(True, "on CUDA, rollouts and evaluation decode one CUDA graph per token (engine static mode)")
     gen_batch: int = opt(0, "rows per generate call in rollouts and evaluation (0: all; evaluation 1024)")
     # data and evaluation
     data_dir: str = opt("data", "where the toy task's jsonl files are generated")
@@ -137,10 +138,16 @@ def toy_model_config(cfg, enc):
                      n_kv_head=cfg.n_head, max_seq_len=128)
 
 
+def static_decode(cfg, model):
+    """engine.generate(static=True): on CUDA, one CUDA graph per decoded token (--cuda_graph)."""
+    return cfg.cuda_graph and next(model.parameters()).is_cuda
+
+
 def run_eval(cfg, model, enc, fmt, test):
     """evaluate() on this rank's share of the held-out problems, combined over ranks."""
     kw = dict(max_new_tokens=cfg.max_new_tokens, fmt=fmt, batch_size=cfg.gen_batch or 1024) if cfg.init_from or cfg.data else {}
-    r = evaluate(model, enc, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature, **kw)
+    r = evaluate(model, enc, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature,
+                 static=static_decode(cfg, model), **kw)
     return dist.combine_evals(r)
 
 
@@ -243,7 +250,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         batch = batch[dist.rank() * P // W:(dist.rank() + 1) * P // W]  # whole groups per rank
         roll = rollout(sampler.get(), enc, batch, G, cfg.max_new_tokens, cfg.temperature,
                        seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p, workers=cfg.verify_workers,
-                       fmt=fmt, batch_size=cfg.gen_batch or None)
+                       fmt=fmt, batch_size=cfg.gen_batch or None, static=static_decode(cfg, model))
         t1 = time.time()
         stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1

@@ -5,7 +5,11 @@ Throughput of the sampling engine (tokens generated per second, every row runnin
            toy model, batch 64, 128 new tokens;
   qwen2    our engine vs transformers `generate` (greedy, its default dynamic cache) on the same randomly
            initialised Qwen2-architecture model (4 layers, 512 wide) loaded into both;
+           plus the matmul floor: the same model's weight matmuls alone (no attention, norms, cache or
+           sampling) for the same tokens, the most any engine computing in fp32 can reach on this machine;
   qwen0.5b (CUDA only) a Qwen2.5-0.5B-shaped model with random weights in bf16 at batch 64 and 256.
+Our engine runs twice: the compacting loop, and static=True (fixed batch, full-length masked cache, one
+CUDA graph replayed per token on a GPU).
 
     python bench/engine.py [--which toy,qwen2,qwen0.5b] [--batch 64] [--new 128]
 """
@@ -86,9 +90,38 @@ def bench_vs_transformers(args, device, hf_cfg, dtype, label):
     gen_hf = lambda: hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=args.new, min_new_tokens=args.new,
                                  do_sample=False, pad_token_id=0, eos_token_id=None)
     t_ours = timed(lambda: generate(ours, prompts, args.new, temperature=0), device, args.repeats)
+    t_static = timed(lambda: generate(ours, prompts, args.new, temperature=0, static=True), device, args.repeats)
+    same = torch.equal(generate(ours, prompts, args.new, temperature=0).ids,
+                       generate(ours, prompts, args.new, temperature=0, static=True).ids)
     t_hf = timed(gen_hf, device, args.repeats)
-    return [(f"{label}, our engine", n / t_ours, t_ours), (f"{label}, transformers generate", n / t_hf, t_hf),
-            ("speedup", t_hf / t_ours, None)]
+    static = "static=True (one CUDA graph per token)" if device == "cuda" else "static=True"
+    return [(f"{label}, our engine", n / t_ours, t_ours), (f"{label}, our engine, {static}", n / t_static, t_static),
+            (f"{label}, transformers generate", n / t_hf, t_hf),
+            ("speedup", t_hf / t_ours, None), ("speedup, static", t_hf / t_static, None),
+            ("static greedy tokens identical", same, None)]
+
+
+@torch.no_grad()
+def bench_matmul_floor(args, device, hf_cfg, dtype):
+    """Tokens/s of the model's weight matmuls alone at this batch: the compute every decoder must do."""
+    h, inter = hf_cfg.hidden_size, hf_cfg.intermediate_size
+    kv = hf_cfg.num_key_value_heads * h // hf_cfg.num_attention_heads
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter)] * hf_cfg.num_hidden_layers
+    ws = [torch.randn(i, o, device=device, dtype=dtype) for i, o in shapes]
+    wd = torch.randn(inter, h, device=device, dtype=dtype)
+    lm = torch.randn(h, hf_cfg.vocab_size, device=device, dtype=dtype)
+    x = torch.randn(args.batch, h, device=device, dtype=dtype)
+
+    def steps():
+        for _ in range(args.new):
+            for i, w in enumerate(ws):
+                y = x @ w
+                if i % 6 == 5:
+                    y @ wd
+            x @ lm
+    t = timed(steps, device, args.repeats)
+    flops = 2 * args.batch * args.new * (sum(i * o for i, o in shapes) + inter * h * hf_cfg.num_hidden_layers + h * hf_cfg.vocab_size)
+    return [(f"matmul floor ({flops / t / 1e9:.1f} GFLOP/s)", args.batch * args.new / t, t)]
 
 
 def main():
@@ -108,6 +141,7 @@ def main():
     if "qwen2" in which:
         cfg = qwen2_config(512, 4, 8, 2, 1408, 32768)
         rows += bench_vs_transformers(args, device, cfg, torch.float32, "qwen2 4x512 fp32")
+        rows += bench_matmul_floor(args, device, cfg, torch.float32)
     if "qwen0.5b" in which:
         if device != "cuda":
             print("qwen0.5b: skipped, no GPU present")

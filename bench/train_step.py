@@ -98,6 +98,12 @@ def main():
     sync()
     s = time.time() - t
     print(f"rollout: {s:.2f} s, {args.rows * args.new_tokens / s:,.0f} new tokens/s, peak {peak():.1f} GiB")
+    t = time.time()
+    generate(sampler.get(), prompts, args.new_tokens, temperature=1.0, seed=0, static=True)
+    sync()
+    s = time.time() - t
+    print(f"rollout, static=True (CUDA graph per token): {s:.2f} s, {args.rows * args.new_tokens / s:,.0f} new tokens/s, "
+          f"peak {peak():.1f} GiB")
 
     r = torch.zeros(args.rows)
     r[::2] = 1.0  # every group mixed: every row has a non-zero advantage

@@ -83,20 +83,25 @@ def retire_stopped(stopped, t, last, lengths, truncated, caches, rows, *running)
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(),
-             stop_strings=(), decode=None, seed=None, generator=None, batch_size=None) -> Generation:
+             stop_strings=(), decode=None, seed=None, generator=None, batch_size=None,
+             static=False) -> Generation:
     """Sample completions for a list of prompts (lists of token ids, any lengths).
     stop_ids: token ids that end a row (kept as its last token). stop_strings need `decode` (ids -> str).
-    seed / generator: reproducible sampling. batch_size: split very large requests into chunks."""
+    seed / generator: reproducible sampling. batch_size: split very large requests into chunks.
+    static: decode with a fixed batch and a full-length masked cache (decode_static), as one CUDA graph
+    replayed per token on a GPU: far fewer kernel launches, the same tokens."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs a non-empty list of non-empty prompts")
     if stop_strings and decode is None:
         raise ValueError("stop_strings need a `decode` function")
+    if static and stop_strings:
+        raise ValueError("static decoding supports stop_ids, not stop_strings")
     device = next(model.parameters()).device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     if batch_size and len(prompts) > batch_size:
         parts = [generate(model, prompts[i:i + batch_size], max_new_tokens, temperature, top_k, top_p, stop_ids,
-                          stop_strings, decode, None, generator) for i in range(0, len(prompts), batch_size)]
+                          stop_strings, decode, None, generator, static=static) for i in range(0, len(prompts), batch_size)]
         return Generation(*(torch.cat([getattr(p, f) for p in parts]) for f in ("ids", "logprobs", "lengths", "truncated")))
 
     B, P = len(prompts), max(len(p) for p in prompts)
@@ -106,12 +111,15 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     any_pad = mask is not None
     cache = KVCache(model.config, B, P + max_new_tokens, device, next(model.parameters()).dtype)
     logits = model(idx, pos=pos, attn_mask=mask, cache=cache, last_only=True)[:, -1]
+    stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    if static:
+        return decode_static(model, cache, logits, plen, valid, max_new_tokens, stop_t,
+                             lambda x: sample_next(x, temperature, top_k, top_p, generator))
 
     out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
     out_lp = torch.zeros(B, max_new_tokens, device=device)
     lengths = torch.full((B,), max_new_tokens, device=device)
     truncated = torch.ones(B, dtype=torch.bool, device=device)
-    stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     rows = torch.arange(B, device=device)   # original index of each row still running
     next_pos = plen.clone()
     for t in range(max_new_tokens):
@@ -129,6 +137,74 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         logits = model(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=cache)[:, -1]
         next_pos += 1
     return Generation(out_ids, out_lp, lengths, truncated)
+
+
+class StaticStep:
+    """One decode step over a fixed batch and the whole (masked) KV cache: fixed shapes and addresses, so
+    on a GPU it is captured once as a CUDA graph and replayed every token (one launch, not hundreds)."""
+
+    def __init__(self, model, cache, graph):
+        B, L, dev = cache.k.size(1), cache.k.size(3), cache.k.device
+        self.model, self.cache = model, cache
+        self.tok = torch.zeros(B, 1, dtype=torch.long, device=dev)
+        self.pos = torch.zeros(B, 1, dtype=torch.long, device=dev)
+        self.mask = torch.ones(B, 1, 1, L, dtype=torch.bool, device=dev)
+        cache.write_pos = torch.full((1,), cache.len, dtype=torch.long, device=dev)  # the next slot
+        self.graph = None
+        if graph:  # warm up on a side stream (writes only the next slot, which the first step overwrites)
+            stream = torch.cuda.Stream(dev)
+            stream.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    self._forward()
+            torch.cuda.current_stream(dev).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            amp = torch.is_autocast_enabled("cuda")  # under autocast, its cast cache must be off while capturing
+            with torch.cuda.graph(self.graph), torch.autocast("cuda", torch.get_autocast_dtype("cuda"), amp, cache_enabled=False):
+                self.out = self._forward()
+
+    def _forward(self):
+        n = self.cache.len
+        out = self.model(self.tok, pos=self.pos, attn_mask=self.mask, cache=self.cache)[:, -1]
+        self.cache.len = n  # forward advances it; the decode loop does that itself
+        return out
+
+    def __call__(self, tok, pos, mask):
+        self.tok.copy_(tok[:, None])
+        self.pos.copy_(pos[:, None])
+        self.mask.copy_(mask)
+        self.cache.write_pos.fill_(self.cache.len)
+        if self.graph is None:
+            return self._forward()
+        self.graph.replay()
+        return self.out
+
+
+def decode_static(model, cache, logits, plen, valid, max_new_tokens, stop_t, sample):
+    """generate's decode loop for a fixed batch: every row runs every step (a finished row decodes padding
+    that is never read), slot j of the cache is visible once written, and the step is a StaticStep, as a
+    CUDA graph on a GPU. Returns the Generation that the compacting loop would."""
+    B, L, device = logits.size(0), valid.size(1), logits.device
+    out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
+    out_lp = torch.zeros(B, max_new_tokens, device=device)
+    lengths = torch.full((B,), max_new_tokens, device=device)
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+    step = StaticStep(model, cache, graph=device.type == "cuda")
+    pos, slots = plen.clone(), torch.arange(L, device=device)
+    for t in range(max_new_tokens):
+        tok, lp = sample(logits)
+        tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)
+        out_ids[:, t], out_lp[:, t] = tok, lp
+        stopped = alive & torch.isin(tok, stop_t)
+        lengths[stopped] = t + 1
+        alive &= ~stopped
+        if t == max_new_tokens - 1 or not bool(alive.any()):
+            break
+        logits = step(tok, pos, (valid & (slots <= cache.len))[:, None, None, :])
+        cache.len += 1
+        pos += 1
+    cache.write_pos = None
+    return Generation(out_ids, out_lp, lengths, alive)
 
 
 def pack(prompts, completions, pad_id=0):

@@ -20,17 +20,17 @@ def score(completions, golds, enc, workers=2, decode=None):
 
 @torch.no_grad()
 def evaluate(model, enc, problems, k=8, temperature=1.0, max_new_tokens=64, batch_size=1024, seed=1234,
-             generate_fn=None, fmt=None):
+             generate_fn=None, fmt=None, static=False):
     """Accuracy on `problems` (dicts with question / answer). Returns a dict of fractions in [0, 1].
     generate_fn(prompts, temperature, seed) -> Generation replaces plain sampling (e.g. extrapolation).
-    fmt: the prompt format (prompts.py; default: the toy's)."""
+    fmt: the prompt format (prompts.py; default: the toy's). static: engine.generate's fixed-batch decoding."""
     was_training = model.training
     model.eval()
     fmt = fmt or ToyFormat(enc)
     prompts = [fmt.encode(p["question"]) for p in problems]
     golds = [p["answer"] for p in problems]
     gen = generate_fn or (lambda ps, temp, s: generate(model, ps, max_new_tokens, temperature=temp, seed=s,
-                                                         stop_ids=fmt.stop_ids, batch_size=batch_size))
+                                                         stop_ids=fmt.stop_ids, batch_size=batch_size, static=static))
     g = gen(prompts, 0.0, seed)
     greedy, texts = score(g.tokens, golds, enc, decode=fmt.decode)
     out = {"n": len(problems), "greedy_acc": sum(greedy) / len(problems),

@@ -102,8 +102,13 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.len = 0  # positions filled so far (the same for every row)
+        self.write_pos = None  # static mode (CUDA graphs, engine.StaticStep): a (1,) tensor slot to write
 
     def update(self, layer, k, v):
+        if self.write_pos is not None:  # static: write one slot given as a tensor, attend over all (masked)
+            self.k[layer].index_copy_(2, self.write_pos, k)
+            self.v[layer].index_copy_(2, self.write_pos, v)
+            return self.k[layer], self.v[layer]
         T = k.size(2)
         assert self.len + T <= self.k.size(3), "KV cache overflow: raise max_len"
         self.k[layer, :, :, self.len:self.len + T] = k

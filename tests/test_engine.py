@@ -79,3 +79,23 @@ def test_top_k_and_top_p_restrict_the_support():
     torch.testing.assert_close(lp.exp(), p[tok])  # log-probs of the renormalised distribution
     tok, _ = sample_next(logits, top_p=0.5, generator=gen)  # p(0) = 0.66 > 0.5: only the top token
     assert set(tok.tolist()) == {0}
+
+
+def test_static_decoding_gives_the_same_tokens_as_the_compacting_loop():
+    for arch in ("llama", "gpt2"):
+        model = tiny(arch)
+        with torch.no_grad():  # sharper logits: varied greedy output, so stop ids end rows at different steps
+            for p in model.parameters():
+                p.mul_(8)
+        plain = generate(model, PROMPTS, 24, temperature=0).ids
+        stops = sorted({int(plain[i, 3 + 5 * i]) for i in range(3)})
+        a = generate(model, PROMPTS, 24, temperature=0, stop_ids=stops)
+        b = generate(model, PROMPTS, 24, temperature=0, stop_ids=stops, static=True)
+        assert len(set(a.lengths.tolist())) > 1, "the rows should stop at different steps"
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.lengths, b.lengths)
+        assert torch.equal(a.truncated, b.truncated)
+        # seeded sampling (no stops: the compacting loop then draws for the same rows in the same order)
+        a = generate(model, PROMPTS, 16, temperature=1.0, seed=5)
+        b = generate(model, PROMPTS, 16, temperature=1.0, seed=5, static=True)
+        assert torch.equal(a.ids, b.ids)
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=1e-5)
