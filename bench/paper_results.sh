@@ -26,7 +26,9 @@ time_it python sample.py --extrapolate=dlogp --base="$(ckpt 0)" --rl="$(ckpt "$S
 # 5. paper 3: rank-1 and AlphaRL (windows of 3, 5, 8 checkpoints: steps 30, 50, 80)
 time_it python analyze.py rank1 --base="$(ckpt 0)" --rl="$(ckpt "$STEPS")" $EVAL --out="$OUT/analysis/rank1"
 time_it python analyze.py alpharl --run="$RUN" --window=3,5,8 $EVAL --out="$OUT/analysis/alpharl"
-# 6. paper 2 RL-Extra and paper 1 reweighting need their own training runs (greedy-only evals where that suffices)
+# 6. paper 2 RL-Extra and paper 1 reweighting need their own training runs (greedy-only evals where that suffices);
+#    QUICK=1 stops here (about 20 of the 40 minutes on a 2-core CPU)
+if [ -n "${QUICK:-}" ]; then echo "paper_results.sh (QUICK): done in $(( (SECONDS - T_START) / 60 ))m$(( (SECONDS - T_START) % 60 ))s"; exit 0; fi
 time_it python bench/rlextra.py --base_dir="$OUT/base" --out_dir="$OUT/rlextra" --steps=100 --m=10 --n=10 --eval_every=10 --n_eval=300 --eval_k=1
 time_it python bench/reweight.py --base_dir="$OUT/base" --out_dir="$OUT/reweight" --steps=40 --seeds=1,2,3 --n_eval=300 --eval_k=4
 echo "paper_results.sh: all done in $(( (SECONDS - T_START) / 60 ))m$(( (SECONDS - T_START) % 60 ))s"

@@ -199,7 +199,8 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     """Rough peak bytes on one device, by part. gen_rows: rows sampled at once (one generate call);
     update_rows: rows per forward/backward (the micro-batch). Static: weights, gradients, AdamW's two
     moments (in the weight dtype), the bf16 sampling copy (bf16-mixed), the reference model (kl > 0).
-    Rollout: the KV cache plus the prefill's logits (the engine computes them at every prompt position).
+    Rollout: the KV cache plus the prefill's largest activations (MLP hidden and residual streams over the
+    prompt) and the fp32 sampling temporaries of one (rows, V) logits row (prefill computes only the last).
     Update: per token and layer ~(34 h + 8 i + 8 kv) bytes of saved activations in bf16 (one block's worth
     plus 4 h per layer with checkpointing), ~2 V bytes per token of bf16 logits and ~16 V per completion
     token for their fp32 copy, log-softmax, entropy and gradients, and (bf16-mixed) autocast's bf16 copy
@@ -216,12 +217,12 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
            "sampling_copy": 2 * n if precision == "bf16-mixed" else 0, "ref_model": n * (2 if cb == 2 else 4) if kl else 0}
     per_layer_token = (34 * h + 8 * i + 8 * kv) * cb // 2
     out["kv_cache"] = 2 * L * gen_rows * kv * T * cb
-    out["prefill_logits"] = gen_rows * prompt_len * V * cb
+    out["prefill"] = gen_rows * (prompt_len * (2 * i + 4 * h) * cb + 12 * V)
     act_tokens = update_rows * T
     out["activations"] = act_tokens * (L * 4 * h + per_layer_token) if grad_ckpt else act_tokens * L * per_layer_token
     out["logits"] = update_rows * (T * V * cb + new_tokens * V * 16)
     static = sum(out[k] for k in ("weights", "grads", "adamw", "sampling_copy", "ref_model"))
-    out["rollout_peak"] = out["kv_cache"] + out["prefill_logits"]
+    out["rollout_peak"] = out["kv_cache"] + out["prefill"]
     out["autocast_cache"] = 2 * n if precision == "bf16-mixed" else 0
     out["update_peak"] = out["activations"] + out["logits"] + out["autocast_cache"]
     out["total"] = static + max(out["rollout_peak"], out["update_peak"])
@@ -232,6 +233,6 @@ def memory_line(m: dict) -> str:
     g = lambda b: f"{b / 2**30:.1f}"
     return (f"memory estimate {g(m['total'])} GiB ({m['params'] / 1e6:.0f}M params): weights {g(m['weights'])} + "
             f"grads {g(m['grads'])} + AdamW {g(m['adamw'])} + sampling copy {g(m['sampling_copy'])} + ref "
-            f"{g(m['ref_model'])} + max(rollout: KV cache {g(m['kv_cache'])} + prefill logits "
-            f"{g(m['prefill_logits'])}, update: activations {g(m['activations'])} + logits {g(m['logits'])} + "
+            f"{g(m['ref_model'])} + max(rollout: KV cache {g(m['kv_cache'])} + prefill "
+            f"{g(m['prefill'])}, update: activations {g(m['activations'])} + logits {g(m['logits'])} + "
             f"autocast weights {g(m['autocast_cache'])})")
