@@ -25,6 +25,7 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
 from nanorlvr.common import (Progress, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state,
                              seed_everything, set_rng_state, write_json)
+from nanorlvr.curves import plot_curves
 from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import pack
 from nanorlvr.evaluate import evaluate
@@ -294,6 +295,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
         append_jsonl(run_dir / "metrics.jsonl", {"step": step, "eval": final_eval})
+        log(f"training curves in {plot_curves(run_dir)}")
     return base_eval, final_eval, real_steps
 
 

@@ -40,6 +40,7 @@ def test_pipeline_writes_checkpoints_metrics_and_summary(base, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3]
     assert any(r.get("rows_used", 0) > 0 and "loss" in r for r in rows), "no step had a learning signal"
+    assert (tmp_path / "grpo" / "curves.png").read_bytes().startswith(b"\x89PNG")  # the training curves
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(base, tmp_path):
