@@ -75,15 +75,19 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
     return {"question": question, "answer": fmt(value), "solution": f"{working}#### {answer}"}
 
 
+def hash32(text: str) -> int:
+    """A stable 32-bit hash of text (md5): the same split and style on every machine and run."""
+    return int(hashlib.md5(text.encode()).hexdigest()[:8], 16)
+
+
 def is_direct(question: str, p_direct: float) -> bool:
     """Whether this question's solution is a bare answer: a hash, so the problems themselves (and the test
     split) are the same whatever p_direct is."""
-    return int(hashlib.md5(f"direct:{question}".encode()).hexdigest()[:8], 16) < p_direct * 16 ** 8
+    return hash32(f"direct:{question}") < p_direct * 16 ** 8
 
 
 def split_of(question: str, test_every: int) -> str:
-    h = int(hashlib.md5(question.encode()).hexdigest()[:8], 16)
-    return "test" if h % test_every == 0 else "train"
+    return "test" if hash32(question) % test_every == 0 else "train"
 
 
 def generate_splits(cfg: TaskConfig, n_train: int, n_test: int, seed: int = 0):
