@@ -3,7 +3,7 @@
 Without a GPU the kernels run in Triton's interpreter (kernels.py switches it on), which is slow, so
 shapes stay small, except a vocabulary of a few blocks that is no multiple of the block, split over
 chunks. With a GPU the same tests check the compiled kernels on CUDA tensors. Without one, a last test
-still compiles every kernel for an H100 (tests/kernels_compile.py), which the interpreter cannot vouch for.
+still compiles every kernel for an H100 (bench/kernel_compile.py), which the interpreter cannot vouch for.
 """
 
 import importlib.util
@@ -140,8 +140,8 @@ def test_auto_dispatch_uses_triton_only_for_cuda_tensors():
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton has no CUDA backend here")
 def test_every_kernel_compiles_for_an_h100():
     # the interpreter above accepts Python that Triton's compiler refuses; compile each launch for sm_90
-    script = os.path.join(os.path.dirname(__file__), "kernels_compile.py")
-    run = subprocess.run([sys.executable, "-W", "ignore", script, "90"], capture_output=True, text=True)
+    script = os.path.join(os.path.dirname(__file__), "..", "bench", "kernel_compile.py")
+    run = subprocess.run([sys.executable, "-W", "ignore", script, "--sm=90"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert "kernel variants compiled for sm_90" in run.stdout
 
