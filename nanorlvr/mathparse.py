@@ -1,4 +1,4 @@
-"""Safe math-answer parser and equivalence test, used by nanorlvr/verifier.py.
+"""Safe math-answer parser, used by nanorlvr/verifier.py (nanorlvr/mathequal.py compares its results).
 
 An answer string (already cut out of the model output and cleaned of LaTeX noise by the verifier) is
 tokenised against an allow-list -- numbers, operators, brackets, single letters, a fixed set of
@@ -6,8 +6,7 @@ function / constant / LaTeX command names -- and anything else is rejected. A re
 parser then builds sympy objects itself (Rational, Symbol, Add, Mul, Pow, sin, ...): nothing here
 calls eval, exec, sympify or parse_expr. Size guards make construction cheap by design: at most
 MAX_TOKENS tokens and MAX_DEPTH nesting, numeric powers limited to MAX_BITS bits of result,
-factorials and binomials to n <= MAX_FACT. The equivalence test (simplify and friends) has no such
-bound; the verifier runs it in a worker process it kills on a deadline.
+factorials and binomials to n <= MAX_FACT.
 
 A parsed answer is a sympy Expr, a sympy Matrix, a sympy Set (intervals and their unions), or a
 tagged tuple: ('tuple', items) ordered, ('set', items) unordered (bare lists "1, 2" and \\{..\\}),
@@ -91,7 +90,8 @@ def tokenize(s):
     return toks
 
 
-def _kind(v):
+def answer_kind(v):
+    """'expr', 'matrix', 'interval', or the tag of a tagged tuple ('tuple', 'set', 'rel', 'assign', 'text')."""
     if isinstance(v, tuple):
         return v[0]
     if isinstance(v, sympy.MatrixBase):
@@ -133,14 +133,14 @@ def _number(text):
     return Rational(f.numerator, f.denominator)
 
 
-def _is_const(v):
+def is_const(v):
     return isinstance(v, sympy.Expr) and not v.free_symbols
 
 
-def _name_like(v):
+def name_like(v):
     """x, x_1, |AB|, f(x), A:B, (p, q): something an answer names rather than a value."""
     if isinstance(v, tuple):
-        return v[0] == 'tuple' and all(_name_like(x) for x in v[1])
+        return v[0] == 'tuple' and all(name_like(x) for x in v[1])
     return (isinstance(v, sympy.Expr) and bool(v.free_symbols) and not v.has(PM)
             and not any(isinstance(a, sympy.Add) for a in sympy.preorder_traversal(v))
             and all(n in (1, -1) for n in v.atoms(sympy.Number)))
@@ -148,13 +148,13 @@ def _name_like(v):
 
 def _interval(a, b, lo, ro):
     a, b = _scalar(a), _scalar(b)
-    if (a.is_extended_real and b.is_extended_real and a >= b) or not (_is_const(a) and _is_const(b)):
+    if (a.is_extended_real and b.is_extended_real and a >= b) or not (is_const(a) and is_const(b)):
         raise ParseError('not an interval')
     return sympy.Interval(a, b, lo, ro)
 
 
-def _to_set(v):
-    k = _kind(v)
+def to_set(v):
+    k = answer_kind(v)
     if k == 'interval':
         return v
     if k == 'tuple' and len(v[1]) == 2:
@@ -166,7 +166,7 @@ def _to_set(v):
 
 def _expand_pm(v):
     """1 +- sqrt(2) stands for two answers."""
-    if _kind(v) == 'assign':
+    if answer_kind(v) == 'assign':
         return _expand_pm(v[2])
     if isinstance(v, sympy.Expr) and v.has(PM):
         return [v.subs(PM, 1), v.subs(PM, -1)]
@@ -203,7 +203,7 @@ class _Parser:
                 groups.append([])
         flat = []
         for g in groups:  # "p=5, q=2; p=7, q=2": groups of assignments are tuples
-            if len(groups) > 1 and len(g) > 1 and all(_kind(x) == 'assign' for x in g):
+            if len(groups) > 1 and len(g) > 1 and all(answer_kind(x) == 'assign' for x in g):
                 flat.append(('tuple', [x[2] for x in g]))
             else:
                 flat.extend(g)
@@ -228,16 +228,16 @@ class _Parser:
             self.take()  # trailing unit words: "35 cm", "28 percent"
         if not ops:
             return sides[0]
-        if ops == ['in'] and _name_like(sides[0]):
+        if ops == ['in'] and name_like(sides[0]):
             return ('assign', sides[0], sides[1])
         if 'in' in ops:
             raise ParseError('bad use of \\in')
         if set(ops) == {'='}:
             if len(sides) > 2:
                 return sides[-1]  # x = 5+5+1 = 11: the last side is the answer
-            if _name_like(sides[0]):
+            if name_like(sides[0]):
                 return ('assign', sides[0], sides[1])
-            if _is_const(sides[0]) and _is_const(sides[1]):
+            if is_const(sides[0]) and is_const(sides[1]):
                 return sides[1]
         if set(ops) <= {'>', '>='}:  # write every chain with < and <=
             sides, ops = sides[::-1], [o.replace('>', '<') for o in ops[::-1]]
@@ -251,7 +251,7 @@ class _Parser:
             op = self.take()[1]
             right = self.term()
             if op in ('cup', 'cap', 'setminus'):
-                a, b = _to_set(left), _to_set(right)
+                a, b = to_set(left), to_set(right)
                 left = a.union(b) if op == 'cup' else a.intersect(b) if op == 'cap' else a - b
             elif op in ('pm', 'mp'):
                 left = _scalar(left) + (PM if op == 'pm' else -PM) * _scalar(right)
@@ -428,7 +428,7 @@ class _Parser:
             return self.function(text)
         if text == '{':
             v = self.inner([('cmd', '}')])[0]
-            return ('set', v[1]) if _kind(v) == 'set' else ('set', [v])
+            return ('set', v[1]) if answer_kind(v) == 'set' else ('set', [v])
         if text in ('lfloor', 'lceil'):
             v = _scalar(self.expr())
             self.take('r' + text[1:])
@@ -471,7 +471,7 @@ class _Parser:
     def bracket(self):
         opening = self.take()[1]
         v, (_, closing) = self.inner([('op', ')'), ('op', ']')])  # intervals mix ( and ]
-        items, pair = (v[1] if _kind(v) == 'set' else [v]), opening + closing
+        items, pair = (v[1] if answer_kind(v) == 'set' else [v]), opening + closing
         if len(items) == 1 and pair in ('()', '[]'):
             return items[0]
         if len(items) == 2 and pair != '()':
@@ -522,119 +522,3 @@ def parse_answer(s):
         raise
     except (ArithmeticError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
         raise ParseError(f'{type(e).__name__}: {e}') from None
-
-
-def _probe(a, b):
-    """False if a and b clearly differ at a fixed point (positive values for symbols), else None."""
-    syms = sorted((a - b).free_symbols, key=str)
-    point = {x: Rational(61 + 17 * k, 100) for k, x in enumerate(syms)}
-    try:
-        va, vb = complex(a.evalf(30, subs=point)), complex(b.evalf(30, subs=point))
-    except (TypeError, ValueError, ArithmeticError):
-        return None
-    if abs(va - vb) > 1e-20 * (1 + max(abs(va), abs(vb))):
-        return False
-    return None
-
-
-def _expr_equal(a, b):
-    """Exact equality of two sympy expressions: structural, then expand / simplify to zero."""
-    if a == b:
-        return True
-    if a.is_Number and b.is_Number:  # rationals (decimals are parsed exactly) or infinities
-        return False
-    d = a - b
-    if d == 0:
-        return True
-    if d.has(sympy.Sum, PM, sympy.zoo, sympy.nan, sympy.oo) or _probe(a, b) is False:
-        return False
-    if sympy.expand(d) == 0 or sympy.simplify(d) == 0:
-        return True
-    return not d.free_symbols and d.equals(0) is True
-
-
-def _proportional(d1, d2, positive):
-    """d1 = c * d2 for a constant c != 0 (c > 0 when positive): same equation / inequality."""
-    if _expr_equal(d1, d2) or (not positive and _expr_equal(d1, -d2)):
-        return True
-    q = sympy.cancel(d1 / d2)
-    return bool(q.is_number and q.is_finite and q != 0 and (q.is_positive or not positive))
-
-
-def _rel_equal(r, s):
-    (_, xs, xo), (_, ys, yo) = r, s
-    if len(xs) != len(ys) or xo != yo:
-        return False
-    if len(xs) == 2 and xo[0] in ('=', '!='):
-        return _proportional(xs[0] - xs[1], ys[0] - ys[1], False)
-    if len(xs) == 2:
-        return _proportional(xs[1] - xs[0], ys[1] - ys[0], True)
-    return all(_expr_equal(x, y) for x, y in zip(xs, ys))
-
-
-def _rel_to_set(r):
-    """a < x <= b, x >= c: an interval, when the middle names a variable and the ends are constants."""
-    _, xs, ops = r
-    if not set(ops) <= {'<', '<='}:
-        return None
-    if len(xs) == 3 and _is_const(xs[0]) and _name_like(xs[1]) and _is_const(xs[2]):
-        return sympy.Interval(xs[0], xs[2], ops[0] == '<', ops[1] == '<')
-    if len(xs) == 2 and _name_like(xs[0]) and _is_const(xs[1]):
-        return sympy.Interval(-sympy.oo, xs[1], True, ops[0] == '<')
-    if len(xs) == 2 and _is_const(xs[0]) and _name_like(xs[1]):
-        return sympy.Interval(xs[0], sympy.oo, ops[0] == '<', True)
-    return None
-
-
-def _match(xs, ys):
-    """Same sets: every x has an equivalent y and every y an equivalent x (repeats don't count)."""
-    return all(any(equivalent(x, y) for y in ys) for x in xs) and \
-        all(any(equivalent(x, y) for x in xs) for y in ys)
-
-
-def _set_equal(a, b):
-    if a == b:
-        return True
-    if isinstance(a, sympy.Interval) and isinstance(b, sympy.Interval):
-        return (a.left_open, a.right_open) == (b.left_open, b.right_open) and \
-            _expr_equal(a.start, b.start) and _expr_equal(a.end, b.end)
-    if type(a) is type(b) and isinstance(a, (sympy.Union, sympy.FiniteSet)):
-        return _match(list(a.args), list(b.args))
-    return False
-
-
-def equivalent(g, p):
-    """Is answer p (parsed) the same as answer g (parsed)? Symmetric; see the module docstring."""
-    kg, kp = _kind(g), _kind(p)
-    if kp == 'assign' and kg != 'assign':
-        g, p, kg, kp = p, g, kp, kg
-    if kg == 'assign':
-        if kp == 'assign' and equivalent(g[2], p[2]):
-            return True
-        if kp in ('assign', 'rel'):
-            rg = ('rel', [g[1], g[2]], ['='])
-            rp = ('rel', [p[1], p[2]], ['=']) if kp == 'assign' else p
-            if _kind(g[2]) == 'interval' and kp == 'rel':
-                return _rel_to_set(p) is not None and _set_equal(g[2], _rel_to_set(p))
-            return all(_kind(x) in ('expr', 'matrix') for x in rg[1] + rp[1]) and _rel_equal(rg, rp)
-        return equivalent(g[2], p)
-    if kp == 'rel' and kg != 'rel':
-        g, p, kg, kp = p, g, kp, kg
-    if kg == 'rel':
-        if kp == 'rel':
-            return _rel_equal(g, p)
-        s = _rel_to_set(g)
-        return s is not None and kp in ('interval', 'tuple') and equivalent(s, p)
-    if kg == 'text' or kp == 'text':
-        return g == p
-    if kg == 'interval' or kp == 'interval':
-        if {kg, kp} == {'interval', 'tuple'} and len((g if kg == 'tuple' else p)[1]) == 2:
-            g, p = _to_set(g), _to_set(p)
-        return _kind(g) == _kind(p) == 'interval' and _set_equal(g, p)
-    if kg == kp == 'set':
-        return _match(g[1], p[1])
-    if kg in ('set', 'tuple') and kp in ('set', 'tuple'):  # (1, 3) vs {1, 3}: as written
-        return len(g[1]) == len(p[1]) and all(equivalent(x, y) for x, y in zip(g[1], p[1]))
-    if kg == kp == 'matrix':
-        return g.shape == p.shape and all(_expr_equal(x, y) for x, y in zip(g, p))
-    return kg == kp == 'expr' and _expr_equal(g, p)

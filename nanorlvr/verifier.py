@@ -17,10 +17,11 @@ on both sides is a plain number (integer, decimal, a/b, \\frac{a}{b}, 1e5) the t
 exact fractions.Fraction right here: no sympy, microseconds -- most RL rewards end here. (4) Anything
 else goes to a worker process that parses each side with nanorlvr/mathparse.py (an allow-list
 tokenizer and a hand-written parser that builds sympy objects; never eval/sympify) and tests
-equivalence exactly: structurally, then by expand/simplify (decimals are exact rationals, so 3.50 ==
-7/2 but 1/2^99 != 1/2^98, and 0.3333 != 1/3). Policy: units, %, currency and degrees are dropped
-(10% == 10); bare lists "a, b" and \\{a, b\\} are unordered sets, (a, b) is ordered; "x = 3" matches
-3 and "y = 2x+1" matches 2x+1, an equation matches its multiples; "a < x < b" matches the interval.
+equivalence exactly with nanorlvr/mathequal.py: structurally, then by expand/simplify (decimals are
+exact rationals, so 3.50 == 7/2 but 1/2^99 != 1/2^98, and 0.3333 != 1/3). Policy: units, %, currency
+and degrees are dropped (10% == 10); bare lists "a, b" and \\{a, b\\} are unordered sets, (a, b) is
+ordered; "x = 3" matches 3 and "y = 2x+1" matches 2x+1, an equation matches its multiples; "a < x < b"
+matches the interval.
 
 Why the time bound works this way: parsing is bounded by construction (token, depth, power and
 factorial caps), but sympy's simplify is not, and Python cannot interrupt a thread, while
@@ -351,7 +352,8 @@ def _worker_main():
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     except (ImportError, ValueError, OSError):
         pass
-    from nanorlvr.mathparse import ParseError, equivalent, parse_answer
+    from nanorlvr.mathequal import equivalent
+    from nanorlvr.mathparse import ParseError, parse_answer
     parse = functools.lru_cache(maxsize=4096)(parse_answer)
     equivalent(parse('\\tan^2(x)+1'), parse('\\sec^2(x)'))  # sympy imports lazily: pay it before 'ready'
     out = os.fdopen(os.dup(1), 'w')
