@@ -11,6 +11,7 @@ be off before Triton is imported):
   python bench/kernel_compile.py [--sm=90]          compile all, or fail with the compiler's error
   python bench/kernel_compile.py --sass             also disassemble (cuobjdump, also in the wheel) and
                                                     print each kernel's inner-loop instructions per element
+  python bench/kernel_compile.py --sass --philox_rounds=7    the same with a cheaper sampler RNG
 
 Instructions per element bound a streaming kernel without a GPU at hand: an H100 issues about
 132 SMs x 4 x 32 x 1.75 GHz = 30e12 thread-instructions/s, so keeping pace with 3 TB/s of 2-byte
@@ -110,7 +111,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sm", type=int, default=90, help="compute capability: 90 = H100/H200, 80 = A100")
     p.add_argument("--sass", action="store_true", help="print inner-loop instructions per element")
+    p.add_argument("--philox_rounds", type=int, default=K.PHILOX_ROUNDS, help="rounds of the sampler's RNG")
     args = p.parse_args()
+    K.PHILOX_ROUNDS = args.philox_rounds
     compiled = compile_all(args.sm)
     for (name, dtype, constexprs, warps), k in compiled.items():
         line = f"{name:15s} {dtype:5s} warps={warps} {constexprs}"

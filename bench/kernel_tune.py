@@ -1,6 +1,9 @@
 """Sweep the fused kernels' launch parameters (columns per step, warps per program, chunks per row) on a
 GPU and print the best per (output, dtype, B, V), as a share of the measured copy bandwidth. What
 kernels.py picks by default (`_warps`, `_split`) came from this sweep; run it again on a new GPU.
+For sampling it also times the default launch with 7 Philox rounds instead of 10 (`K.PHILOX_ROUNDS`):
+bf16 sampling is bound by instruction issue, and Philox is half of its instructions
+(`python bench/kernel_compile.py --sass`).
 
     python bench/kernel_tune.py
 """
@@ -42,6 +45,11 @@ for kind, fn in (("sample", K.mix_sample_triton), ("logprobs", K.mix_logprobs_tr
                 t0 = bench(lambda: fn(a, b, "logits", 1.5, 0.6))
                 results.sort()
                 share = lambda t: f"{100 * gbytes / t * 1e3 / copy_gbs:.0f}%"  # noqa: E731
+                if kind == "sample":
+                    K.PHILOX_ROUNDS = 7
+                    t7 = bench(lambda: fn(a, b, "logits", 1.5, 0.6))
+                    K.PHILOX_ROUNDS = 10
+                    print(f"  Philox rounds 10 -> 7: {share(t0)} -> {share(t7)}")
                 print(f"{kind} {str(dtype)[6:]} B={B} V={V}: default {share(t0)}; best " +
                       "; ".join(f"{share(t)} (block {bl}, warps {w}, chunks {c})" for t, bl, w, c in results[:3]), flush=True)
                 del a, b

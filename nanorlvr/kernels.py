@@ -53,6 +53,7 @@ except ImportError:  # no Triton (e.g. macOS): the torch references still work
 MODES = ("logits", "dlogp")
 ROWS = 4  # rows per program (written as 4 in the kernels): one Philox call gives 4 words, one per row
 BLOCK = 1024  # columns per step: a step streams a (ROWS, BLOCK) tile of a and of b
+PHILOX_ROUNDS = 10  # Triton's default; 7 also passes BigCrush and costs fewer instructions (see bench/kernel_tune.py)
 
 
 # ----------------------------------------------------------------------------- torch references
@@ -188,7 +189,8 @@ def _write_kernel(a_ptr, b_ptr, sa, sb, B, V, CHUNK, coef, inv_t, part_ptr, out_
 
 @jit(do_not_specialize=["seed"])
 def _sample_kernel(a_ptr, b_ptr, sa, sb, B, V, CHUNK, coef, inv_t, seed, part_ptr, idx_ptr,
-                   GUMBEL: tl.constexpr, BASE_IS_B: tl.constexpr, BLOCK: tl.constexpr, FAST_LOG2: tl.constexpr):
+                   GUMBEL: tl.constexpr, BASE_IS_B: tl.constexpr, BLOCK: tl.constexpr, FAST_LOG2: tl.constexpr,
+                   ROUNDS: tl.constexpr):
     """Partial argmax of 4 rows over one chunk of z / T + Gumbel noise (or of z: greedy)."""
     group, chunk = tl.program_id(0), tl.program_id(1)
     k = tl.arange(0, 4)[:, None]
@@ -199,7 +201,7 @@ def _sample_kernel(a_ptr, b_ptr, sa, sb, B, V, CHUNK, coef, inv_t, seed, part_pt
         z = _mixed(a_ptr, b_ptr, sa, sb, rows, cols, mask, coef, inv_t, BASE_IS_B)
         if GUMBEL:  # Philox counter (group, column) is unique; its 4 output words go to the 4 rows
             counter = group.to(tl.int64) * ((V + BLOCK - 1) // BLOCK * BLOCK) + start + tl.arange(0, BLOCK)
-            r0, r1, r2, r3 = tl.randint4x(seed, counter)
+            r0, r1, r2, r3 = tl.randint4x(seed, counter, ROUNDS)
             r = tl.where(k == 0, r0[None, :], tl.where(k == 1, r1[None, :],
                                                        tl.where(k == 2, r2[None, :], r3[None, :])))
             u = (r >> 9).to(tl.float32) * (1.0 / 8388608) + (0.5 / 8388608)  # 23 bits, inside (0, 1)
@@ -304,7 +306,8 @@ def mix_sample_triton(a, b, mode, coef, temperature=1.0, seed=None, generator=No
     inv_t = 1.4426950408889634 / temperature if temperature > 0 else 1.0  # log2(e) / T, see the kernel
     _sample_kernel[(groups, chunks)](a, b, a.stride(0), b.stride(0), B, V, per, float(coef), inv_t, seed or 0,
                                      part, idx, GUMBEL=temperature > 0, BASE_IS_B=mode == "dlogp",
-                                     BLOCK=BLOCK, FAST_LOG2=a.is_cuda and not torch.version.hip, num_warps=_warps(a))
+                                     BLOCK=BLOCK, FAST_LOG2=a.is_cuda and not torch.version.hip, ROUNDS=PHILOX_ROUNDS,
+                                     num_warps=_warps(a))
     if chunks == 1:
         return idx
     out = torch.empty(B, dtype=torch.int64, device=a.device)

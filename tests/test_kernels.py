@@ -108,8 +108,9 @@ def test_dlogp_mode_is_policy_times_probability_ratio_to_the_gamma(impl):
     assert rel_err(out.double().exp(), extrap / extrap.sum(-1, keepdim=True)) < 1e-5
 
 
-@pytest.mark.parametrize("impl", ["torch", "triton"])
-def test_gumbel_samples_follow_the_mixed_distribution(impl):
+@pytest.mark.parametrize("impl,rounds", [("torch", None), ("triton", 10), ("triton", 7)])
+def test_gumbel_samples_follow_the_mixed_distribution(impl, rounds, monkeypatch):
+    monkeypatch.setattr(K, "PHILOX_ROUNDS", rounds)  # 7 Philox rounds: the cheaper option bench/kernel_tune.py times
     n, V, T = 800, 8, 0.7
     a1 = torch.randn(V, generator=torch.Generator().manual_seed(7))
     b1 = a1 + (torch.linspace(-2, 1, V) - a1) / 1.5  # z = a + 1.5 (b - a) = linspace(-2, 1)
