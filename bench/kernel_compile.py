@@ -29,33 +29,36 @@ import tempfile
 os.environ["TRITON_INTERPRET"] = "0"  # before Triton is imported: real JIT functions, not interpreted ones
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from nanorlvr import kernels as K  # noqa: E402
 
-TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int64: "i64"}
 KERNELS = ("_lse_kernel", "_write_kernel", "_sample_kernel", "_finish_kernel")
 
 
 def signature(fn, args, kwargs):
-    """Triton's signature (name -> type) and constexpr values of one launch, as the JIT would infer them."""
+    """Signature (name -> type), constexprs and attributes (16-divisible pointers and ints) of one launch:
+    what Triton's JIT infers from the same arguments (with its own specialisation function)."""
+    from triton._C.libtriton import native_specialize_impl  # Triton's internal, as in triton/runtime/jit.py
     values = list(args) + [kwargs[p.name] for p in fn.params[len(args):]]
-    sig, constexprs = {}, {}
-    for p, v in zip(fn.params, values):
+    sig, constexprs, attrs = {}, {}, {}
+    for i, (p, v) in enumerate(zip(fn.params, values)):
         if p.is_constexpr:
             sig[p.name], constexprs[p.name] = "constexpr", v
-        elif isinstance(v, torch.Tensor):
-            sig[p.name] = "*" + TYPES[v.dtype]
-        elif isinstance(v, int):
-            sig[p.name] = "i32" if -2**31 <= v < 2**31 else "i64"
-        else:
-            sig[p.name] = "fp32"
-    return sig, constexprs
+            continue
+        ty, attr = native_specialize_impl(BaseBackend, v, False, not p.do_not_specialize,
+                                          not p.do_not_specialize_on_alignment)
+        sig[p.name] = ty
+        if ty == "constexpr":  # an int equal to 1
+            constexprs[p.name] = v
+        elif attr:
+            attrs[(i,)] = BaseBackend.parse_attr(attr)
+    return sig, constexprs, attrs
 
 
-def compile_all(sm=90):
+def compile_all(sm=90, vocab=151936):
     """Compile each distinct launch of every mode, dtype and output: {(kernel, dtype, constexprs, warps): compiled}."""
     target, seen = GPUTarget("cuda", sm, 32), {}
 
@@ -67,10 +70,10 @@ def compile_all(sm=90):
             def launch(*args, **kwargs):
                 if "FAST_LOG2" in kwargs:  # what the launcher picks on CUDA (here, on CPU tensors, it would not)
                     kwargs["FAST_LOG2"] = True
-                sig, constexprs = signature(self.fn, args, kwargs)
-                key = (self.fn.__name__, sig["a_ptr"][1:], repr(constexprs), kwargs.get("num_warps", 4))
+                sig, constexprs, attrs = signature(self.fn, args, kwargs)
+                key = (self.fn.__name__, sig["a_ptr"][1:], repr(constexprs), kwargs.get("num_warps", 4), repr(attrs))
                 if key not in seen:
-                    seen[key] = triton.compile(ASTSource(self.fn, sig, constexprs=constexprs), target=target,
+                    seen[key] = triton.compile(ASTSource(self.fn, sig, constexprs, attrs), target=target,
                                                options={"num_warps": kwargs.get("num_warps", 4)})
             return launch
 
@@ -79,7 +82,7 @@ def compile_all(sm=90):
         for name in KERNELS:
             setattr(K, name, Recorder(saved[name]))
         for dtype in (torch.float32, torch.bfloat16):
-            a = b = torch.zeros(5, 3000, dtype=dtype)
+            a = b = torch.zeros(5, vocab, dtype=dtype)  # rows of 16-byte multiples are vectorised (Qwen's)
             for mode in K.MODES:
                 K.mix_logprobs_triton(a, b, mode, 0.5, 1.0, chunks=2)
                 K.mix_sample_triton(a, b, mode, 0.5, 1.0, seed=1, chunks=2)
@@ -111,11 +114,12 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sm", type=int, default=90, help="compute capability: 90 = H100/H200, 80 = A100")
     p.add_argument("--sass", action="store_true", help="print inner-loop instructions per element")
+    p.add_argument("--vocab", type=int, default=151936, help="row length: 151936 (Qwen), 50257 (GPT-2, unaligned)")
     p.add_argument("--philox_rounds", type=int, default=K.PHILOX_ROUNDS, help="rounds of the sampler's RNG")
     args = p.parse_args()
     K.PHILOX_ROUNDS = args.philox_rounds
-    compiled = compile_all(args.sm)
-    for (name, dtype, constexprs, warps), k in compiled.items():
+    compiled = compile_all(args.sm, args.vocab)
+    for (name, dtype, constexprs, warps, _), k in compiled.items():
         line = f"{name:15s} {dtype:5s} warps={warps} {constexprs}"
         if args.sass and "BLOCK" in constexprs:  # the streaming kernels: a (4, BLOCK) tile per loop step
             n, top = loop_profile(k.asm["cubin"])
