@@ -38,18 +38,28 @@ from nanorlvr import kernels as K  # noqa: E402
 KERNELS = ("_lse_kernel", "_write_kernel", "_sample_kernel", "_finish_kernel")
 
 
+def _specialize(v, specialize, align):
+    """(type, attribute) of one argument, by Triton's own function where this Triton has it."""
+    try:
+        from triton._C.libtriton import native_specialize_impl  # internal, as in triton/runtime/jit.py
+    except ImportError:  # a plain signature: still a compile check, without 16-byte alignment hints
+        types = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.int64: "*i64"}
+        if isinstance(v, torch.Tensor):
+            return types[v.dtype], None
+        return ("i32" if -2**31 <= v < 2**31 else "i64", None) if isinstance(v, int) else ("fp32", None)
+    return native_specialize_impl(BaseBackend, v, False, specialize, align)
+
+
 def signature(fn, args, kwargs):
     """Signature (name -> type), constexprs and attributes (16-divisible pointers and ints) of one launch:
-    what Triton's JIT infers from the same arguments (with its own specialisation function)."""
-    from triton._C.libtriton import native_specialize_impl  # Triton's internal, as in triton/runtime/jit.py
+    what Triton's JIT infers from the same arguments."""
     values = list(args) + [kwargs[p.name] for p in fn.params[len(args):]]
     sig, constexprs, attrs = {}, {}, {}
     for i, (p, v) in enumerate(zip(fn.params, values)):
         if p.is_constexpr:
             sig[p.name], constexprs[p.name] = "constexpr", v
             continue
-        ty, attr = native_specialize_impl(BaseBackend, v, False, not p.do_not_specialize,
-                                          not p.do_not_specialize_on_alignment)
+        ty, attr = _specialize(v, not p.do_not_specialize, not p.do_not_specialize_on_alignment)
         sig[p.name] = ty
         if ty == "constexpr":  # an int equal to 1
             constexprs[p.name] = v
