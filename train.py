@@ -33,7 +33,7 @@ from nanorlvr.extrapolate import rl_extra_jump
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, split_holdout
-from nanorlvr.rl import grpo_update, rollout
+from nanorlvr.rl import grpo_update, micro_batches, rollout
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 from nanorlvr.tokenizer import toy_tokenizer
 
@@ -173,13 +173,14 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
         targets = idx[:, 1:].clone()
         j = torch.arange(targets.size(1))[None, :]
         targets[(j < plen[:, None] - 1) | (j >= (plen + clen)[:, None] - 1)] = -100  # loss on the solution only
-        chunks = torch.arange(len(rows)).split(cfg.micro_batch) if cfg.micro_batch else [slice(None)]
+        chunks = micro_batches(torch.arange(len(rows)), cfg.micro_batch, plen + clen)  # rows grouped by length
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for c in chunks:  # micro-batches: each chunk's token-mean loss, weighted by its share of the tokens
+            L = int((plen + clen)[c].max()) - 1  # the chunk's own longest row: the rest is padding
             with ctx:
-                logits = model(idx[c, :-1].to(device))
-                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[c].to(device).flatten(),
+                logits = model(idx[c, :L].to(device))
+                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[c, :L].to(device).flatten(),
                                                          ignore_index=-100)
             if len(chunks) > 1:
                 loss = loss * ((targets[c] != -100).sum() / (targets != -100).sum()).item()

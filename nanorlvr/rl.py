@@ -56,7 +56,12 @@ def _chunk(idx, plen, clen, rows):
     return idx[rows, :int((plen[rows] + clen[rows]).max())], plen[rows], clen[rows]
 
 
-def _chunks(rows, micro):
+def micro_batches(rows, micro, seq_lens=None):
+    """Micro-batches of `rows` (one batch if micro is 0). With seq_lens, rows are first ordered longest
+    first, so each chunk pads to about its own rows' length (and the largest comes first: an out-of-memory
+    shows at once). The accumulated gradient is the same for any grouping."""
+    if micro and seq_lens is not None and len(rows) > micro:
+        rows = rows[torch.argsort(seq_lens[rows], descending=True, stable=True)]
     return [c for c in (rows.split(micro) if micro else [rows]) if len(c)]
 
 
@@ -64,7 +69,7 @@ def _chunks(rows, micro):
 def _logprobs(model, idx, plen, clen, temperature, micro, Lc):
     """completion_logprobs over all rows, micro rows at a time, as one (N, Lc) tensor."""
     out = torch.zeros(len(idx), Lc, device=idx.device)
-    for c in _chunks(torch.arange(len(idx), device=idx.device), micro):
+    for c in micro_batches(torch.arange(len(idx), device=idx.device), micro, plen + clen):
         lp = completion_logprobs(model, *_chunk(idx, plen, clen, c), temperature)[0]
         out[c, :lp.size(1)] = lp
     return out
@@ -110,6 +115,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
             ref_logp = _logprobs(ref_model, idx, plen, clen, cfg.temperature, micro, Lc) if ref_model else None
         mask = (torch.arange(Lc, device=device)[None, :] < clen[:, None]).float()
         weights = grpo.token_weights(old_logp.exp(), cfg.reweight, cfg.reweight_c)
+        seq_lens = plen + clen
     mb_size = max(1, math.ceil(n / cfg.n_minibatches))
     stat_keys = ["clip_frac", "approx_kl", "ratio_mean", "entropy"] + (["kl_ref"] if ref_model else [])
     agg_stats, n_updates = {}, 0
@@ -121,7 +127,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
             norm = full_norm * len(mb) / n if world == 1 else full_norm / cfg.n_minibatches  # this minibatch's share
             optimizer.zero_grad(set_to_none=True)
             parts, mb_loss, bad = [], 0.0, None
-            for c in _chunks(mb, micro):
+            for c in micro_batches(mb, micro, seq_lens if n else None):
                 Lm = int(clen[c].max())
                 with ctx:
                     logp, _, ent = completion_logprobs(model, *_chunk(idx, plen, clen, c), cfg.temperature,

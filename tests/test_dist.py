@@ -1,7 +1,8 @@
 """
-torch.distributed on CPU (gloo, two processes): a GRPO update split over two ranks, each with half of the
-prompt groups, gives the weights of the single-process update on the whole batch (the global loss
-normaliser, the gradient all-reduce, ranks left with no rows); and train.py runs under two ranks.
+Splitting a GRPO update. Over micro-batches (rows grouped by length) and, with torch.distributed on CPU
+(gloo, two processes), over two ranks each with half of the prompt groups, it gives the weights of the
+single-process update on the whole batch (the global loss normaliser, the gradient all-reduce, ranks left
+with no rows); and train.py runs under two ranks.
 """
 import copy
 import json
@@ -18,7 +19,7 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
 from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.rl import Rollout, grpo_update
+from nanorlvr.rl import Rollout, micro_batches, grpo_update
 
 P, G, MAX_NEW = 4, 4, 8
 # name: (config overrides, optimizer, rank 1 gets only equal-reward groups). n_minibatches > 1 is left out:
@@ -83,6 +84,25 @@ def update(case, rank=0, world=1):
     model, opt, sched, cfg, roll, ref = setup(case)
     stats = grpo_update(model, opt, sched, rows_of(roll, rank, world), cfg, ref)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, stats
+
+
+def test_micro_batches_hold_rows_of_similar_length_longest_first():
+    lens = torch.tensor([3, 9, 1, 8, 2, 7])
+    chunks = micro_batches(torch.arange(6), 2, lens)
+    assert [c.tolist() for c in chunks] == [[1, 3], [5, 0], [4, 2]]  # lengths (9, 8), (7, 3), (2, 1)
+    assert [c.tolist() for c in micro_batches(torch.tensor([4, 0, 2]), 0, lens)] == [[4, 0, 2]]  # no micro-batching
+
+
+@pytest.mark.parametrize("case", ["seqmean-micro-lowprob-sgd", "dr-grpo-micro-sgd"])
+def test_micro_batched_update_equals_the_whole_batch_update(case):
+    torch.set_num_threads(1)
+    micro, _ = update(case)
+    model, opt, sched, cfg, roll, ref = setup(case)
+    assert cfg.micro_batch and len({len(c) for c in roll.completions}) > 1  # chunks really regroup rows
+    cfg.micro_batch = 0
+    grpo_update(model, opt, sched, roll, cfg, ref)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(micro[k], v, rtol=1e-5, atol=1e-6, msg=f"{case} {k}")
 
 
 TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200", "--n_test=16",
