@@ -2,7 +2,7 @@
 Paper 1's training-time reweighting on the toy: plain GRPO vs GRPO + low-probability reweighting
 (w = 1 + c(1 - p_old)) vs the "Dominate" baseline (w = 1 - c + c p_old), the same budget and several
 seeds each, from the same SFT base. Prints mean +- std of the final held-out greedy accuracy, avg@k and
-the policy entropy over the last steps, and writes bench/results/reweight.json.
+the policy entropy over the last steps, and writes them to --json (bench/results/reweight.json).
 
     python bench/reweight.py [--seeds 1,2,3] [--steps 100] [--c 0.2] [any train.py --flag=value ...]
 """
@@ -27,6 +27,7 @@ def main():
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--c", type=float, default=0.2)
     p.add_argument("--out_dir", default="out/bench_reweight")
+    p.add_argument("--json", default=str(ROOT / "bench" / "results" / "reweight.json"), help="where the results go")
     args, extra = p.parse_known_args()
     results = {}
     for mode in ("none", "lowprob", "dominate"):
@@ -41,8 +42,8 @@ def main():
             results.setdefault(mode, []).append({"seed": seed, "greedy": summary["final_greedy_acc"],
                                                  "avg": summary[f"final_avg{k}"], "entropy": statistics.mean(ent),
                                                  "base_greedy": summary["base_greedy_acc"]})
-    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "reweight.json").write_text(json.dumps(results, indent=2))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
     print("\n| method | final greedy acc | final avg@k | entropy (last 10 steps) | seeds |\n|---|---|---|---|---|")
     for mode, rs in results.items():
         print(f"| {mode} | {mean_std([r['greedy'] for r in rs])} | {mean_std([r['avg'] for r in rs])} | "
