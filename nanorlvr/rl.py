@@ -104,6 +104,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
     rows = keep.nonzero().squeeze(-1)
     n = len(rows)  # may be 0 on some ranks under torchrun: they still join every all-reduce
     ctx = autocast or torch.autocast("cpu", enabled=False)
+    seq_lens = None  # prompt + completion length per row: micro-batches group rows of similar length
     if n:
         idx, plen, clen = pack([roll.prompts[i] for i in rows], [roll.completions[i] for i in rows])
         Lc = int(clen.max())
@@ -127,7 +128,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
             norm = full_norm * len(mb) / n if world == 1 else full_norm / cfg.n_minibatches  # this minibatch's share
             optimizer.zero_grad(set_to_none=True)
             parts, mb_loss, bad = [], 0.0, None
-            for c in micro_batches(mb, micro, seq_lens if n else None):
+            for c in micro_batches(mb, micro, seq_lens):
                 Lm = int(clen[c].max())
                 with ctx:
                     logp, _, ent = completion_logprobs(model, *_chunk(idx, plen, clen, c), cfg.temperature,
