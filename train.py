@@ -173,11 +173,12 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
         targets = idx[:, 1:].clone()
         j = torch.arange(targets.size(1))[None, :]
         targets[(j < plen[:, None] - 1) | (j >= (plen + clen)[:, None] - 1)] = -100  # loss on the solution only
-        chunks = micro_batches(torch.arange(len(rows)), cfg.micro_batch, plen + clen)  # rows grouped by length
+        seq_lens = plen + clen
+        chunks = micro_batches(torch.arange(len(rows)), cfg.micro_batch, seq_lens)  # rows grouped by length
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for c in chunks:  # micro-batches: each chunk's token-mean loss, weighted by its share of the tokens
-            L = int((plen + clen)[c].max()) - 1  # the chunk's own longest row: the rest is padding
+            L = int(seq_lens[c].max()) - 1  # the chunk's own longest row: the rest is padding
             with ctx:
                 logits = model(idx[c, :L].to(device))
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[c, :L].to(device).flatten(),

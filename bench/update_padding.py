@@ -25,9 +25,12 @@ from nanorlvr.engine import completion_logprobs, pack  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
 
 
+GROUPED = rl.micro_batches
+
+
 def in_order(rows, micro, seq_lens=None):
-    """The micro-batches before: rows in batch order."""
-    return [c for c in (rows.split(micro) if micro else [rows]) if len(c)]
+    """The micro-batches before: rows in batch order (micro_batches without the lengths)."""
+    return GROUPED(rows, micro)
 
 
 def lengths(n, median, sigma, cap, seed):
@@ -59,7 +62,7 @@ def main():
     print(f"{args.rows} rows, micro-batch {args.micro_batch}: completions median {int(comp.median())}, "
           f"mean {comp.float().mean():.0f}, max {int(comp.max())} tokens, {(comp == args.new_tokens).float().mean():.0%} "
           f"at the cap; prompt {args.prompt_len}; {real:,} real tokens")
-    for name, chunks in (("in batch order", in_order), ("grouped by length", rl.micro_batches)):
+    for name, chunks in (("in batch order", in_order), ("grouped by length", GROUPED)):
         t = computed_tokens(seq, args.micro_batch, chunks)
         print(f"  {name:18s} computes {t:,} tokens ({t / real:.2f}x the real ones)")
 
@@ -84,19 +87,18 @@ def main():
                           max_new_tokens=new, loss_agg="token-mean", kl_coef=0.0, top_p=1.0, temperature=1.0,
                           reweight="none", reweight_c=0.2, mu=1, n_minibatches=1, eps_low=0.2, eps_high=0.28,
                           grad_clip=1.0, micro_batch=args.micro_batch)
-    grouped = rl.micro_batches
     times = {"in batch order": [], "grouped by length": []}
     for _ in range(args.repeats):
-        for name, chunks in (("in batch order", in_order), ("grouped by length", grouped)):
+        for name, chunks in (("in batch order", in_order), ("grouped by length", GROUPED)):
             rl.micro_batches = chunks
             t = time.perf_counter()
             rl.grpo_update(model, opt, sched, roll, cfg)
             times[name].append(time.perf_counter() - t)
-    rl.micro_batches = grouped
+    rl.micro_batches = GROUPED
     print(f"CPU ({torch.get_num_threads()} threads), {n} rows of {P} + median {int(clen.median())} (max "
           f"{int(clen.max())}) tokens, 4 x 256 model, micro-batch {args.micro_batch}, median of {args.repeats}:")
     for name, ts in times.items():
-        t = computed_tokens(plen + cl, args.micro_batch, in_order if name == "in batch order" else grouped)
+        t = computed_tokens(plen + cl, args.micro_batch, in_order if name == "in batch order" else GROUPED)
         print(f"  {name:18s} {statistics.median(ts):.2f} s  ({t:,} tokens computed)")
     ratio = statistics.median(times["in batch order"]) / statistics.median(times["grouped by length"])
     print(f"  grouped by length is {ratio:.2f}x faster")

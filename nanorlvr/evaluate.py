@@ -13,7 +13,7 @@ from nanorlvr.verifier import extract_answer, verify_batch
 def score(completions, golds, enc, workers=2, decode=None):
     """Decode completions (lists of ids) and verify them against gold answers -> list of bools.
     decode(ids) -> text (default: the toy's, dropping special tokens)."""
-    decode = decode or (lambda c: enc.decode([t for t in c if t < enc.eot_token]))
+    decode = decode or ToyFormat(enc).decode
     texts = [decode(c) for c in completions]
     return verify_batch(texts, golds, workers=workers), texts
 
