@@ -224,10 +224,11 @@ class GPT(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def forward(self, idx, pos=None, attn_mask=None, cache=None, last_only=False):
+    def forward(self, idx, pos=None, attn_mask=None, cache=None, last_only=False, head=True):
         """idx (B, T) token ids. pos (B, T) positions (default 0..T-1, after the cache if one is given).
         attn_mask: bool (B, 1, T, T_total), True = may attend; None = plain causal.
-        Returns logits (B, T, vocab), or (B, 1, vocab) of the last position with last_only."""
+        Returns logits (B, T, vocab), or (B, 1, vocab) of the last position with last_only; with head=False
+        the final hidden states (B, T, n_embd) instead, for a caller that applies lm_head to fewer positions."""
         B, T = idx.shape
         if pos is None:
             start = cache.len if cache is not None else 0
@@ -250,7 +251,8 @@ class GPT(nn.Module):
             cache.len += T
         if last_only:  # sampling needs only the last position: skip a (B, T, vocab) tensor
             x = x[:, -1:]
-        return self.lm_head(self.model.norm(x))
+        x = self.model.norm(x)
+        return self.lm_head(x) if head else x
 
     @classmethod
     def from_pretrained(cls, path, dtype=None, device="cpu"):

@@ -99,3 +99,50 @@ def test_static_decoding_gives_the_same_tokens_as_the_compacting_loop():
         b = generate(model, PROMPTS, 16, temperature=1.0, seed=5, static=True)
         assert torch.equal(a.ids, b.ids)
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def _reference_logprobs(model, idx, plen, clen, temperature):
+    """Log-probs and entropies from the whole (N, T, V) logits, indexed token by token."""
+    logp_all = torch.log_softmax(model(idx).float() / temperature, -1)
+    logp, ent = torch.zeros(len(idx), int(clen.max())), torch.zeros(len(idx), int(clen.max()))
+    for i in range(len(idx)):
+        for j in range(int(clen[i])):
+            pos = int(plen[i]) - 1 + j
+            logp[i, j] = logp_all[i, pos, idx[i, pos + 1]]
+            ent[i, j] = -(logp_all[i, pos].exp() * logp_all[i, pos]).sum()
+    return logp, ent
+
+
+def test_logprobs_in_vocabulary_chunks_equal_whole_logits_with_the_same_gradients():
+    model = tiny()
+    g = generate(model, PROMPTS, 9, temperature=1.0, seed=2, stop_ids=[3])
+    idx, plen, clen = pack(PROMPTS, g.tokens)
+    want, want_ent = _reference_logprobs(model, idx, plen, clen, 0.8)
+    grads = []
+    for chunk in (10 ** 9, 7 * 50):  # everything at once; 7 completion tokens at a time (V = 50)
+        model.zero_grad()
+        logp, mask, ent = completion_logprobs(model, idx, plen, clen, temperature=0.8, with_entropy=True, chunk=chunk)
+        torch.testing.assert_close(logp, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ent, want_ent, atol=1e-5, rtol=1e-5)
+        assert not ent.requires_grad
+        (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_logprobs_apply_lm_head_to_completion_tokens_only_chunk_by_chunk():
+    model = tiny()
+    g = generate(model, PROMPTS, 9, temperature=1.0, seed=2, stop_ids=[3])
+    idx, plen, clen = pack(PROMPTS, g.tokens)
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[:-1].numel()))
+    logp, _ = completion_logprobs(model, idx, plen, clen, chunk=7 * 50)
+    assert max(seen) <= 7 and sum(seen) == int(clen.sum())  # forward: no prompt or padding position
+    seen.clear()
+    logp.sum().backward()
+    assert max(seen) <= 7 and sum(seen) == int(clen.sum())  # the backward recomputes one chunk at a time
+    with torch.no_grad():
+        seen.clear()
+        completion_logprobs(model, idx, plen, clen, chunk=7 * 50)
+        assert max(seen) <= 7 and sum(seen) == int(clen.sum())
