@@ -9,7 +9,6 @@ Layout conventions used throughout:
 """
 
 import torch
-import torch.nn.functional as F
 
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-sum-constant")
 
@@ -23,19 +22,6 @@ def masked_mean(x, mask, dim=None):
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
-
-
-def logprobs_from_logits(logits, tokens):
-    """log softmax(logits)[tokens] in float32, without materialising the full log-softmax. (..., V), (...) -> (...)."""
-    logits = logits.float()
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
-
-
-def entropy_from_logits(logits):
-    """Entropy H = -sum_y p(y) log p(y) of softmax(logits) over the last dim, in float32. (..., V) -> (...)."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 # -----------------------------------------------------------------------------
