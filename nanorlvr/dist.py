@@ -28,6 +28,8 @@ import sys
 import torch
 import torch.distributed as td
 
+from nanorlvr.engine import LOGITS_PER_CHUNK
+
 _device = "cpu"  # where collective tensors live (cuda:<local rank> under NCCL)
 _owned = False   # the process group was made by init() (and so is destroyed by shutdown())
 
@@ -202,12 +204,14 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     Rollout: the KV cache plus the prefill's largest activations (MLP hidden and residual streams over the
     prompt) and the fp32 sampling temporaries of one (rows, V) logits row (prefill computes only the last).
     Update: per token and layer ~(34 h + 8 i + 8 kv) bytes of saved activations in bf16 (one block's worth
-    plus 4 h per layer with checkpointing), ~2 V bytes per token of bf16 logits and ~16 V per completion
-    token for their fp32 copy, log-softmax, entropy and gradients, and (bf16-mixed) autocast's bf16 copy
-    of the weights. Peak = static + max(rollout, update). On an H100 (bench/train_step.py) the rollout
-    peaks were within 0.3 GiB; the update peaks exceeded this by exactly 8 V bytes per completion token of
-    one micro-batch (the previous micro-batch's entropy graph, which rl.py now frees before the next
-    forward; not re-measured since). Treat it as +-20%."""
+    plus 4 h per layer with checkpointing), and the vocabulary-sized tensors: where a micro-batch's logits
+    fit in engine.LOGITS_PER_CHUNK (the toy), ~2 V bytes per token of bf16 logits and ~16 V per completion
+    token for their fp32 copy, log-softmax, entropy and gradients; above it, engine.completion_logprobs
+    computes them a chunk at a time, ~(2 + 16) bytes per logit of one chunk. Plus (bf16-mixed) autocast's
+    bf16 copy of the weights. Peak = static + max(rollout, update). On an H100 (bench/train_step.py,
+    before the chunking) the rollout peaks were within 0.3 GiB and the update peaks within 8 V bytes per
+    completion token; the chunked path is measured on the CPU only (bench/logprob_memory.py). Treat it
+    as +-20%."""
     n, L, h, V = count_params(mcfg), mcfg.n_layer, mcfg.n_embd, mcfg.vocab_size
     kv, i = mcfg.n_kv_head * mcfg.head_dim, mcfg.intermediate_size
     wb = 2 if precision == "bf16" else 4         # weight / grad / optimizer-state bytes
@@ -220,7 +224,10 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     out["prefill"] = gen_rows * (prompt_len * (2 * i + 4 * h) * cb + 12 * V)
     act_tokens = update_rows * T
     out["activations"] = act_tokens * (L * 4 * h + per_layer_token) if grad_ckpt else act_tokens * L * per_layer_token
-    out["logits"] = update_rows * (T * V * cb + new_tokens * V * 16)
+    if update_rows * T * V <= LOGITS_PER_CHUNK:
+        out["logits"] = update_rows * (T * V * cb + new_tokens * V * 16)
+    else:
+        out["logits"] = LOGITS_PER_CHUNK * (cb + 16)
     static = sum(out[k] for k in ("weights", "grads", "adamw", "sampling_copy", "ref_model"))
     out["rollout_peak"] = out["kv_cache"] + out["prefill"]
     out["autocast_cache"] = 2 * n if precision == "bf16-mixed" else 0
