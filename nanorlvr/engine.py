@@ -264,7 +264,7 @@ def completion_logprobs(model, idx, prompt_lens, completion_lens, temperature=1.
         rows, cols = mask.nonzero(as_tuple=True)  # the completion tokens, no padding
         h, t = hidden[rows, src[rows, cols]], targets[rows, cols]
         n, parts = max(1, chunk // model.config.vocab_size), []
-        for i in range(0, len(t), n):
+        for i in range(0, max(1, len(t)), n):  # at least one (maybe empty) chunk
             args = (model.lm_head, h[i:i + n], t[i:i + n], temperature, with_entropy)
             parts.append(torch.utils.checkpoint.checkpoint(_head_logprobs, *args, use_reentrant=False)
                          if torch.is_grad_enabled() else _head_logprobs(*args))

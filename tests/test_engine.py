@@ -146,3 +146,11 @@ def test_chunked_logprobs_apply_lm_head_to_completion_tokens_only_chunk_by_chunk
         seen.clear()
         completion_logprobs(model, idx, plen, clen, chunk=7 * 50)
         assert max(seen) <= 7 and sum(seen) == int(clen.sum())
+
+
+def test_logprobs_of_empty_completions_are_empty_in_either_path():
+    model = tiny()
+    idx, plen, clen = pack(PROMPTS[:2], [[], []])
+    for chunk in (10 ** 9, 50):
+        logp, mask, ent = completion_logprobs(model, idx, plen, clen, with_entropy=True, chunk=chunk)
+        assert logp.shape == mask.shape == ent.shape == (2, 0)
