@@ -119,16 +119,19 @@ def test_logprobs_in_vocabulary_chunks_equal_whole_logits_with_the_same_gradient
     idx, plen, clen = pack(PROMPTS, g.tokens)
     want, want_ent = _reference_logprobs(model, idx, plen, clen, 0.8)
     grads = []
-    for chunk in (10 ** 9, 7 * 50):  # everything at once; 7 completion tokens at a time (V = 50)
+    # everything at once; 7 completion tokens at a time (V = 50); the same with the blocks checkpointed too
+    for chunk, grad_ckpt in ((10 ** 9, False), (7 * 50, False), (7 * 50, True)):
         model.zero_grad()
+        model.grad_ckpt = grad_ckpt
         logp, mask, ent = completion_logprobs(model, idx, plen, clen, temperature=0.8, with_entropy=True, chunk=chunk)
         torch.testing.assert_close(logp, want, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ent, want_ent, atol=1e-5, rtol=1e-5)
         assert not ent.requires_grad
         (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_chunked_logprobs_apply_lm_head_to_completion_tokens_only_chunk_by_chunk():
