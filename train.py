@@ -27,13 +27,13 @@ from nanorlvr.common import (Progress, append_jsonl, fmt_secs, opt, parse_config
                              seed_everything, set_rng_state, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.dist import log  # rank 0 only under torchrun
-from nanorlvr.engine import pack
+from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import rl_extra_jump
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, split_holdout
-from nanorlvr.rl import grpo_update, micro_batches, rollout
+from nanorlvr.rl import grpo_update, micro_batches, packed_rows, rollout
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 from nanorlvr.tokenizer import toy_tokenizer
 
@@ -170,21 +170,12 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
     for step in range(cfg.sft_steps):
         rows = order[(step * cfg.sft_batch + torch.arange(cfg.sft_batch)) % len(train)].tolist()
         idx, plen, clen = pack([prompts[i] for i in rows], [answers[i] for i in rows])
-        targets = idx[:, 1:].clone()
-        j = torch.arange(targets.size(1))[None, :]
-        targets[(j < plen[:, None] - 1) | (j >= (plen + clen)[:, None] - 1)] = -100  # loss on the solution only
-        seq_lens = plen + clen
-        chunks = micro_batches(torch.arange(len(rows)), cfg.micro_batch, seq_lens)  # rows grouped by length
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for c in chunks:  # micro-batches: each chunk's token-mean loss, weighted by its share of the tokens
-            L = int(seq_lens[c].max()) - 1  # the chunk's own longest row: the rest is padding
-            with ctx:
-                logits = model(idx[c, :L].to(device))
-                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[c, :L].to(device).flatten(),
-                                                         ignore_index=-100)
-            if len(chunks) > 1:
-                loss = loss * ((targets[c] != -100).sum() / (targets != -100).sum()).item()
+        for c in micro_batches(torch.arange(len(rows)), cfg.micro_batch, plen + clen):  # rows grouped by length
+            with ctx:  # the token-mean loss on the solutions (not the prompts) of the whole batch
+                logp, _ = completion_logprobs(model, *packed_rows(idx, plen, clen, c))
+                loss = -logp.sum() / int(clen.sum())
             loss.backward()
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -51,7 +51,7 @@ def rollout(model, enc, problems, group_size, max_new_tokens, temperature, seed,
                    t1 - t0, t2 - t1)
 
 
-def _chunk(idx, plen, clen, rows):
+def packed_rows(idx, plen, clen, rows):
     """The rows of a packed batch, trimmed to their own longest sequence."""
     return idx[rows, :int((plen[rows] + clen[rows]).max())], plen[rows], clen[rows]
 
@@ -70,7 +70,7 @@ def _logprobs(model, idx, plen, clen, temperature, micro, Lc):
     """completion_logprobs over all rows, micro rows at a time, as one (N, Lc) tensor."""
     out = torch.zeros(len(idx), Lc, device=idx.device)
     for c in micro_batches(torch.arange(len(idx), device=idx.device), micro, plen + clen):
-        lp = completion_logprobs(model, *_chunk(idx, plen, clen, c), temperature)[0]
+        lp = completion_logprobs(model, *packed_rows(idx, plen, clen, c), temperature)[0]
         out[c, :lp.size(1)] = lp
     return out
 
@@ -131,7 +131,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
             for c in micro_batches(mb, micro, seq_lens):
                 Lm = int(clen[c].max())
                 with ctx:
-                    logp, _, ent = completion_logprobs(model, *_chunk(idx, plen, clen, c), cfg.temperature,
+                    logp, _, ent = completion_logprobs(model, *packed_rows(idx, plen, clen, c), cfg.temperature,
                                                        with_entropy=True)
                     loss, s = grpo.policy_loss(logp, old_logp[c, :Lm], adv[c], mask[c, :Lm], eps_low=cfg.eps_low,
                                                eps_high=cfg.eps_high, agg=cfg.loss_agg, weights=weights[c, :Lm],
