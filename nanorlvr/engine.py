@@ -268,7 +268,9 @@ def completion_logprobs(model, idx, prompt_lens, completion_lens, temperature=1.
             args = (model.lm_head, h[i:i + n], t[i:i + n], temperature, with_entropy)
             parts.append(torch.utils.checkpoint.checkpoint(_head_logprobs, *args, use_reentrant=False)
                          if torch.is_grad_enabled() else _head_logprobs(*args))
-        scatter = lambda k: torch.zeros(mask.shape, device=device).index_put((rows, cols), torch.cat([p[k] for p in parts]))  # noqa: E731
+
+        def scatter(k):  # the chunks' k-th outputs back to their (row, column) places
+            return torch.zeros(mask.shape, device=device).index_put((rows, cols), torch.cat([p[k] for p in parts]))
         logp, entropy = scatter(0), scatter(1) if with_entropy else None
     logp = logp * mask
     if not with_entropy:
