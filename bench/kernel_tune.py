@@ -20,7 +20,6 @@ bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="m
 src = torch.randn(2**28, device="cuda")
 dst = torch.empty_like(src)
 copy_gbs = 2 * src.nbytes / bench(lambda: dst.copy_(src)) / 1e6
-del src, dst
 print(f"{torch.cuda.get_device_name()}: copy {copy_gbs:.0f} GB/s")
 default_warps = K._warps
 for kind, fn in (("sample", K.mix_sample_triton), ("logprobs", K.mix_logprobs_triton)):
@@ -52,4 +51,3 @@ for kind, fn in (("sample", K.mix_sample_triton), ("logprobs", K.mix_logprobs_tr
                     print(f"  Philox rounds 10 -> 7: {share(t0)} -> {share(t7)}")
                 print(f"{kind} {str(dtype)[6:]} B={B} V={V}: default {share(t0)}; best " +
                       "; ".join(f"{share(t)} (block {bl}, warps {w}, chunks {c})" for t, bl, w, c in results[:3]), flush=True)
-                del a, b
