@@ -8,7 +8,8 @@ later steps only compute what is still running. For every sampled token it retur
 distribution it was sampled from (after temperature / top-k / top-p), which GRPO uses as the old policy.
 
 `completion_logprobs` recomputes those log-probs with one teacher-forced forward (right-padded, plain
-causal attention): the trainer's new policy, the reference model, and the analyses all go through it.
+causal attention): the trainer's new policy, the SFT loss, the reference model and the analyses all go
+through it. With a real vocabulary it applies lm_head to the completion tokens only, a chunk at a time.
 """
 from dataclasses import dataclass
 
