@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import log, opt, parse_config, pick_device, write_json
+from nanorlvr.common import log, opt, parse_config, pick_device, run_main, write_json
 from nanorlvr.engine import generate
 from nanorlvr.evaluate import evaluate, score
 from nanorlvr.lockstep import generate_lockstep, lockstep_generate_fn
@@ -194,4 +194,4 @@ def main():
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
-from nanorlvr.common import (Progress, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state,
+from nanorlvr.common import (Progress, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state, run_main,
                              seed_everything, set_rng_state, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.dist import log  # rank 0 only under torchrun
@@ -364,4 +364,4 @@ def run(cfg, device):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,6 +1,10 @@
 """
 Small things every script needs: `--key=value` flags from a dataclass, device choice, seeding, a progress
 line with ETA, and jsonl metric logging.
+
+A user's mistake (a bad flag value, a missing checkpoint, a malformed data file) raises `UsageError`; the
+scripts run their main through `run_main`, which prints it as one line that names the fix and exits 2.
+Every other exception is a bug and keeps its traceback.
 """
 import argparse
 import dataclasses
@@ -14,23 +18,53 @@ import numpy as np
 import torch
 
 
+class UsageError(Exception):
+    """A mistake in the user's input, reported as one line without a traceback (see run_main)."""
+
+
+def run_main(main, *args):
+    """Call main(*args); a UsageError becomes `error: ...` on stderr and exit status 2."""
+    try:
+        return main(*args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors (unknown flag, bad type): one line, not the whole usage
+        raise UsageError(f"{message} (see --help)")
+
+
+def parse_bool(s: str) -> bool:
+    v = s.lower()
+    if v not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, not {s!r}")
+    return v in ("1", "true", "yes", "on")
+
+
 def opt(default, help):
     """A dataclass field with a default and the help string of its --flag."""
     return dataclasses.field(default=default, metadata={"help": help})
 
 
 def parse_config(cls, argv=None, description=None):
-    """Build an argparse parser from a dataclass's fields (`--name=value`, help from field metadata)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Build an argparse parser from a dataclass's fields (`--name=value`, help from field metadata) and
+    return the config. Flags must be spelled in full (no prefix matching). A `validate()` method of the
+    dataclass, if any, runs before anything else happens and raises UsageError for invalid values."""
+    p = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = type(default) if default is not None else str
         if kind is bool:
-            p.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=default,
+            p.add_argument(f"--{f.name}", type=parse_bool, default=default,
                            help=f.metadata.get("help", ""), metavar="BOOL")
         else:
             p.add_argument(f"--{f.name}", type=kind, default=default, help=f.metadata.get("help", ""))
-    return cls(**vars(p.parse_args(argv)))
+    cfg = cls(**vars(p.parse_args(argv)))
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
 
 
 def pick_device(name="auto") -> str:
