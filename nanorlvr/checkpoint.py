@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from nanorlvr.common import UsageError
 from nanorlvr.hf import load_pretrained, save_pretrained
 
 
@@ -67,8 +68,28 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
         if m and (p / "config.json").exists():
             out.append((int(m.group(1)), p))
     if not out:
-        raise FileNotFoundError(f"no checkpoints (step_*/config.json) in {run_dir}")
+        raise UsageError(f"no checkpoints (step_*/config.json) in run folder {run_dir}")
     return sorted(out)
+
+
+def require_hf_dir(path, flag) -> Path:
+    """`path` as a checkpoint folder (it holds config.json), or a UsageError naming the flag that gave it."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise UsageError(f"{flag}: no Hugging Face checkpoint at {p} (config.json missing)")
+    return p
+
+
+def resolve_checkpoint(path, flag) -> Path:
+    """A checkpoint folder, or a run folder's latest checkpoint; a UsageError naming the flag otherwise."""
+    p = Path(path)
+    if (p / "config.json").is_file():
+        return p
+    if not p.is_dir():
+        raise UsageError(f"{flag}: {p} does not exist (give a checkpoint folder or a run folder)")
+    if not any(p.glob("step_*/config.json")):
+        raise UsageError(f"{flag}: {p} holds neither a checkpoint (config.json) nor step_*/ checkpoints")
+    return list_checkpoints(p)[-1][1]
 
 
 def tensor_names(path) -> list[str]:
