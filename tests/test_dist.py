@@ -69,8 +69,9 @@ def setup(case):
     roll = Rollout(prompts, completions, old_logp, truncated, rewards, 0.0, 0.0)
     if opt_name == "sgd":  # plain SGD, lr 1: the weight change IS the gradient (Adam would hide a scale error)
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95))
+    else:  # AdamW with a large eps: g / (sqrt(v) + eps) is ~ g / eps for small g, so an element whose gradient
+        # is zero up to rounding moves by ~0, not by +-lr in whichever direction its last bit points
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-3)
     return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), cfg, roll, ref
 
 
