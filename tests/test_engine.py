@@ -3,6 +3,7 @@ import torch
 
 from nanorlvr.engine import completion_logprobs, generate, pack, sample_next
 from nanorlvr.model import GPT, GPTConfig
+from margins import assert_greedy_path_is_clear
 
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15, 16]]
 
@@ -16,6 +17,7 @@ def test_greedy_row_is_the_same_alone_and_in_a_mixed_length_batch():
     for arch in ("llama", "gpt2"):
         model = tiny(arch)
         batch = generate(model, PROMPTS, 16, temperature=0, stop_ids=[7])
+        assert_greedy_path_is_clear(model, PROMPTS, batch.tokens)
         for i, p in enumerate(PROMPTS):
             alone = generate(model, [p], 16, temperature=0, stop_ids=[7])
             assert alone.tokens[0] == batch.tokens[i]
@@ -24,6 +26,7 @@ def test_greedy_row_is_the_same_alone_and_in_a_mixed_length_batch():
 def test_greedy_equals_argmax_of_an_uncached_forward():
     model = tiny()
     out = generate(model, [PROMPTS[1]], 10, temperature=0).tokens[0]
+    assert_greedy_path_is_clear(model, [PROMPTS[1]], [out])
     seq = list(PROMPTS[1])
     for _ in range(10):
         seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
@@ -64,6 +67,7 @@ def test_stop_strings():
     model = tiny()
     decode = lambda ids: "".join(chr(97 + i % 26) for i in ids)
     free = generate(model, PROMPTS, 20, temperature=0)
+    assert_greedy_path_is_clear(model, PROMPTS, free.tokens)
     target = decode(free.tokens[0][3:5])  # a string the first row is known to produce
     g = generate(model, PROMPTS, 20, temperature=0, stop_strings=[target], decode=decode)
     first = next(i for i in range(1, 21) if target in decode(free.tokens[0][:i]))  # first time it appears
@@ -88,6 +92,7 @@ def test_static_decoding_gives_the_same_tokens_as_the_compacting_loop():
             for p in model.parameters():
                 p.mul_(8)
         plain = generate(model, PROMPTS, 24, temperature=0).ids
+        assert_greedy_path_is_clear(model, PROMPTS, plain.tolist())
         stops = sorted({int(plain[i, 3 + 5 * i]) for i in range(3)})
         a = generate(model, PROMPTS, 24, temperature=0, stop_ids=stops)
         b = generate(model, PROMPTS, 24, temperature=0, stop_ids=stops, static=True)

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Con
 from nanorlvr.engine import generate
 from nanorlvr.hf import config_from_hf, config_to_hf, load_pretrained, save_pretrained
 from nanorlvr.model import GPT, GPTConfig
+from margins import assert_greedy_path_is_clear
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
@@ -65,6 +66,7 @@ def test_loaded_model_matches_transformers_logits_and_greedy_generation(tmp_path
     with torch.no_grad():
         assert (ours(x) - ref(x).logits).abs().max() < 1e-4
         want = ref.generate(x[:, :8], max_new_tokens=20, do_sample=False)[:, 8:].tolist()
+    assert_greedy_path_is_clear(ours, x[:, :8].tolist(), want)
     assert generate(ours, x[:, :8].tolist(), 20, temperature=0.0).tokens == want
 
 

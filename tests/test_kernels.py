@@ -19,6 +19,7 @@ if not torch.cuda.is_available():  # before anything imports triton (kernels.py 
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 from nanorlvr import kernels as K  # noqa: E402
+from margins import assert_clear_argmax  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 LONG_V = 2 * K.BLOCK + 452  # three blocks, the last one partial
@@ -69,7 +70,9 @@ def test_token_dlogp_kernel_matches_reference(B, V, dtype, chunks):
 @pytest.mark.parametrize("mode,coef", [("logits", 1.5), ("dlogp", 0.1)])
 def test_greedy_sample_is_argmax_of_mixed_logits(mode, coef):
     a, b = logits(6, LONG_V, seed=2)
-    ref = K.mixed_logits_torch(a, b, mode, coef).argmax(-1)
+    mixed = K.mixed_logits_torch(a, b, mode, coef)
+    assert_clear_argmax(mixed)
+    ref = mixed.argmax(-1)
     assert torch.equal(K.mix_sample_triton(a, b, mode, coef, temperature=0.0, chunks=2), ref)
     assert torch.equal(K.mix_sample_torch(a, b, mode, coef, temperature=0.0), ref)
 
@@ -85,7 +88,9 @@ def test_greedy_ties_pick_the_smallest_token_id_across_chunks():
 def test_zero_temperature_logprobs_are_one_hot_at_the_argmax():
     a, b = logits(3, 37, seed=4)
     out = K.mix_logprobs_triton(a, b, "logits", 1.5, temperature=0.0)
-    top = K.mixed_logits_torch(a, b, "logits", 1.5).argmax(-1)
+    mixed = K.mixed_logits_torch(a, b, "logits", 1.5)
+    assert_clear_argmax(mixed)
+    top = mixed.argmax(-1)
     assert torch.equal(out.exp(), torch.nn.functional.one_hot(top, 37).float())
     assert torch.equal(K.mix_logprobs_torch(a, b, "logits", 1.5, temperature=0.0), out)
 

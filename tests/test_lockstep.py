@@ -41,7 +41,8 @@ def uncached(model_a, model_b, prompt, n, step):
     seq, fired = list(prompt), []
     for _ in range(n):
         x = torch.tensor([seq])
-        tok, f = step(model_a(x)[:, -1], model_b(x)[:, -1])
+        with torch.no_grad():
+            tok, f = step(model_a(x)[:, -1], model_b(x)[:, -1])
         seq.append(tok)
         fired.append(f)
         if tok in STOPS:
@@ -120,7 +121,7 @@ def test_sampled_tokens_kept_by_the_gate_pass_it_and_logprobs_are_of_their_distr
         y = seq[0, len(p):]
         dlogp = token_metrics(la, lb, y)["dlogp"]
         fired = g.fired[i, :len(y)]
-        assert (dlogp[~fired] > tau).all()  # a kept base token never meets the criterion
+        assert (dlogp[~fired] > tau - MARGIN).all()  # a kept base token never meets the criterion (up to rounding)
         mix = (mixed_logits_torch(la, lb, "dlogp", 0.2) / T).log_softmax(-1)
         ref = torch.where(fired, mix.gather(1, y[:, None])[:, 0], (la / T).log_softmax(-1).gather(1, y[:, None])[:, 0])
         torch.testing.assert_close(g.logprobs[i, :len(y)], ref, atol=1e-5, rtol=1e-5)

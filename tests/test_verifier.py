@@ -193,7 +193,7 @@ def test_adversarial_responses_are_false_fast_and_execute_nothing(response, tmp_
 def test_a_huge_response_is_cut_to_its_tail_and_still_read():
     t = time.monotonic()
     assert verify('blah ' * 400_000 + r'\boxed{5}', '5')
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 1.0 + SLACK  # parsing all 2 MB would take far longer
 
 
 def _parse_and_compare_all(answers):
