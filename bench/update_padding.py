@@ -5,7 +5,7 @@ longest row, so the order decides how many padding tokens the forward and backwa
 
 Completion lengths are drawn from a lognormal (median --median tokens, log-spread --sigma, capped at
 --new_tokens, where a row counts as truncated): a stand-in for chain-of-thought lengths, not measured ones.
-Prints the tokens each order computes for the README recipe's shape (256 rows, micro-batch 8), then
+Prints the tokens each order computes for the shape of docs/scaling.md's recipe (256 rows, micro-batch 8), then
 times one update of a small model on this machine at a scaled-down shape, both orders, a few times each.
 
     python bench/update_padding.py [--rows=256 --micro_batch=8 --median=300 --sigma=0.6 --new_tokens=1024]
