@@ -1,6 +1,6 @@
 """
 Padding in the GRPO update: micro-batches of rows grouped by length, longest first (what rl.grpo_update
-does) against micro-batches in batch order (what it did before). Each micro-batch is padded to its
+does) against micro-batches in batch order (the naive way). Each micro-batch is padded to its
 longest row, so the order decides how many padding tokens the forward and backward compute.
 
 Completion lengths are drawn from a lognormal (median --median tokens, log-spread --sigma, capped at
@@ -29,7 +29,7 @@ GROUPED = rl.micro_batches
 
 
 def in_order(rows, micro, seq_lens=None):
-    """The micro-batches before: rows in batch order (micro_batches without the lengths)."""
+    """The naive micro-batches: rows in batch order (micro_batches without the lengths)."""
     return GROUPED(rows, micro)
 
 
