@@ -9,7 +9,7 @@ with the held-out accuracy before and after RL.
     python train.py --stage=grpo --reweight=lowprob  # paper 1, training-time reweighting
     python train.py --stage=grpo --rl_extra=20,20    # paper 2, Eq. 3
     python train.py --stage=grpo --resume=true       # continue a killed run exactly
-    python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=gsm8k_train.jsonl ...  # README "Scaling up"
+    python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...  # docs/scaling.md
     torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/dist.py)
 """
 import hashlib
@@ -47,7 +47,7 @@ class TrainConfig:
     device: str = opt("auto", "auto | cpu | cuda | mps")
     seed: int = opt(1337, "seed of everything")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
-    # a real model and data set, and what it takes to train one (README "Scaling up")
+    # a real model and data set, and what it takes to train one (docs/scaling.md)
     init_from: str = opt("", "local HF checkpoint dir (Qwen2/3, Llama, GPT-2) to start from instead of the toy model")
     data: str = opt("", "training jsonl (GSM8K '#### x', MATH '\\boxed{}', or ours); empty: the generated toy task")
     test_data: str = opt("", "held-out jsonl (empty with --data: the last n_eval problems of --data are held out)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the README's "Results on the toy" table from scratch on a CPU: the quickstart itself (SFT base,
+# Reproduce the table of docs/results.md ("Results on the toy") from scratch on a CPU: the quickstart itself (SFT base,
 # then GRPO with a checkpoint every 10 steps), then every analysis of the three papers on that run, then
 # the two methods that need their own training runs. Each step prints its own figures and its seconds, and
 # writes report.json / summary.md / PNGs under $OUT/analysis.   Usage: bash bench/paper_results.sh [OUT]

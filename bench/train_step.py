@@ -9,7 +9,7 @@ Without a GPU it runs a tiny shape on the CPU, to check that it works, and says 
 
     python bench/train_step.py                      # 64 rows x (128 prompt + 512 completion), micro-batch 8
     python bench/train_step.py --micro_batch=16 --rows=128 --model=1.5b
-    python bench/train_step.py --estimate_only      # the memory table of README "Scaling up"
+    python bench/train_step.py --estimate_only      # the memory table of docs/scaling.md
 """
 import argparse
 import sys
@@ -36,7 +36,7 @@ GiB = 2 ** 30
 
 
 def estimate_table():
-    """Peak GiB per GPU by dist.memory_estimate for the recipe of README "Scaling up" (prompt 256 tokens,
+    """Peak GiB per GPU by dist.memory_estimate for the recipe of docs/scaling.md (prompt 256 tokens,
     bf16-mixed, no reference model): rows sampled at once = --gen_batch, micro-batch = --micro_batch."""
     print("| model | params | rows per generate | new tokens | micro-batch | grad ckpt | weights+grads+AdamW+copy | "
           "rollout | update | total |")

@@ -1,11 +1,11 @@
 """
 Padding in the GRPO update: micro-batches of rows grouped by length, longest first (what rl.grpo_update
-does) against micro-batches in batch order (what it did before). Each micro-batch is padded to its
+does) against micro-batches in batch order (the naive way). Each micro-batch is padded to its
 longest row, so the order decides how many padding tokens the forward and backward compute.
 
 Completion lengths are drawn from a lognormal (median --median tokens, log-spread --sigma, capped at
 --new_tokens, where a row counts as truncated): a stand-in for chain-of-thought lengths, not measured ones.
-Prints the tokens each order computes for the README recipe's shape (256 rows, micro-batch 8), then
+Prints the tokens each order computes for the shape of docs/scaling.md's recipe (256 rows, micro-batch 8), then
 times one update of a small model on this machine at a scaled-down shape, both orders, a few times each.
 
     python bench/update_padding.py [--rows=256 --micro_batch=8 --median=300 --sigma=0.6 --new_tokens=1024]
@@ -29,7 +29,7 @@ GROUPED = rl.micro_batches
 
 
 def in_order(rows, micro, seq_lens=None):
-    """The micro-batches before: rows in batch order (micro_batches without the lengths)."""
+    """The naive micro-batches: rows in batch order (micro_batches without the lengths)."""
     return GROUPED(rows, micro)
 
 

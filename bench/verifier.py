@@ -1,8 +1,10 @@
 """Agreement and latency of nanorlvr.verifier on a file of labelled (gold, pred, expected) cases.
 
-    python bench/verifier.py --cases /work/shared/verifier_peer_cases.jsonl
+    python bench/verifier.py                      # the 371 cases in bench/data/verifier_peer_cases.jsonl
+    python bench/verifier.py --cases=FILE
 
-Each line of the cases file is {"gold", "pred", "expected", "source", "tags"}; pred is treated as
+Each line of the cases file is {"gold", "pred", "expected", "source", "tags"}; `source` names the
+repository and test file the case was taken from (bench/data/README.md). pred is treated as
 the model response. Prints agreement overall, per source repo and for the cases tagged policy:*,
 the median and max wall time of one verify() call, and every disagreement. A gold that verify
 refuses (ValueError) counts as a disagreement, shown as "gold-error".
@@ -21,7 +23,8 @@ from nanorlvr.verifier import verify  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--cases', required=True, help='jsonl file of labelled cases')
+    ap.add_argument('--cases', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
+                                                 'verifier_peer_cases.jsonl'), help='jsonl file of labelled cases')
     ap.add_argument('--timeout', type=float, default=1.0, help='verify timeout per case, seconds')
     args = ap.parse_args()
     cases = [json.loads(line) for line in open(args.cases, encoding='utf-8') if line.strip()]

@@ -1,6 +1,6 @@
 """Fused logit extrapolation: mix two models' next-token logits, then normalise or sample.
 
-Two decoding rules of the papers (/work/shared/PAPERS.md) mix, row by row, the logits `a`
+Two decoding rules of the papers (README "The three papers") mix, row by row, the logits `a`
 (earlier checkpoint / base model) and `b` (later checkpoint / RL model) of shape (B, V):
 
   mode "logits" (paper 2, Eq. 1):  z = a + alpha * (b - a)

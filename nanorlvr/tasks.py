@@ -19,7 +19,7 @@ Half of the training solutions (`p_direct`, chosen by a hash of the question) sk
 only `#### -3.75`, as web data mixes worked solutions with bare answers. The SFT base learns both styles
 and often answers directly, which a 0.8M model mostly gets wrong; the reward teaches it to work the
 problem out. This is the quickstart's RL gain: with `p_direct=0` the base's errors are arithmetic slips,
-which GRPO fixes far more slowly (README "Results on the toy" has both).
+which GRPO fixes far more slowly (docs/results.md has both).
 """
 import hashlib
 import json

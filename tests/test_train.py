@@ -96,7 +96,7 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path, mon
 @pytest.mark.slow
 def test_default_quickstart_gives_a_base_in_band_and_rl_improves_it(tmp_path):
     # the real thing (python train.py): ~9 min on 2 idle cores, ~15 min on the one thread tests use;
-    # measured: greedy 0.306 -> 0.458, avg@8 0.191 -> 0.388 (the bar: +0.10 on both)
+    # measured: greedy 0.306 -> 0.458, avg@8 0.191 -> 0.388 (this test's bar: +0.10 on both)
     train.main([f"--out_dir={tmp_path}", f"--base_dir={tmp_path}/base", f"--data_dir={tmp_path}/data"])
     s = json.loads((tmp_path / "summary.json").read_text())
     assert 0.15 <= s["base_greedy_acc"] <= 0.6 and s["base_pass8"] > s["base_greedy_acc"]
