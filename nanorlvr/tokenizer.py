@@ -7,7 +7,7 @@ one token and any text round-trips), plus the special tokens of the prompt forma
     <|user|>{question}<|assistant|>{solution}<|endoftext|>
 
 `load_tokenizer(path)` builds an encoding from a Hugging Face `tokenizer.json` (byte-level BPE: GPT-2,
-Qwen2/3, Llama 3) for real checkpoints; `render_chat` writes their chat templates.
+Qwen2/3, Llama 3, SmolLM2) for real checkpoints; their chat templates are in prompts.py.
 """
 import tiktoken
 
@@ -184,17 +184,3 @@ class ByteLevelBPE(tiktoken.Encoding):
             out += [self.encode_single_token(chunk)] if i % 2 else self.encode_ordinary(chunk)
         return out
 
-
-def render_chat(messages: list[dict], style: str = "qwen", add_generation_prompt: bool = True) -> str:
-    """The prompt text of an instruct model's chat format, for messages [{"role": ..., "content": ...}].
-    "qwen":   <|im_start|>{role}\\n{content}<|im_end|>\\n ...           (no default system message is added)
-    "llama3": <|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content, stripped}<|eot_id|> ...
-    With add_generation_prompt the header of the assistant's turn follows."""
-    if style == "qwen":
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-    if style == "llama3":
-        text = "<|begin_of_text|>" + "".join(
-            f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>" for m in messages)
-        return text + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if add_generation_prompt else "")
-    raise ValueError(f"unknown chat style {style!r}: use 'qwen' or 'llama3'")

@@ -8,7 +8,8 @@ import json
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from nanorlvr.tokenizer import byte_level_alphabet, load_tokenizer, render_chat
+from nanorlvr.prompts import ChatFormat, render_chat
+from nanorlvr.tokenizer import byte_level_alphabet, load_tokenizer
 
 # Qwen2's split regex (Llama 3's differs only in \p{N}{1,3} for \p{N})
 QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -49,11 +50,11 @@ CORPUS = [
 ]
 
 
-def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False, alphabet=None):
+def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False, alphabet=None, specials=SPECIALS):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=alphabet or pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(TRAIN * 3, trainer=trainer)
     path = tmp_path / "tokenizer.json"
@@ -155,3 +156,45 @@ def test_render_chat_llama3():
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
     with pytest.raises(ValueError, match="unknown chat style"):
         render_chat(messages, "chatml")
+
+
+# the chat templates of Qwen2.5-Instruct (its tool-calling branches left out) and Meta-Llama-3-Instruct
+QWEN25_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) "
+    "or (message.role == 'assistant') %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+CHATS = [
+    [{"role": "system", "content": "Please reason step by step."}, {"role": "user", "content": "What is 17 * 23?"}],
+    [{"role": "user", "content": "  Hello  there!\n"}],  # no system message: the template's default, if any
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
+     {"role": "user", "content": "Ça va? 🚀 x\ty"}],
+]
+
+
+@pytest.mark.parametrize("style", ["qwen", "llama3"])
+def test_chat_prompt_ids_equal_apply_chat_template(tmp_path, style):
+    transformers = pytest.importorskip("transformers")
+    specials, template, bos = (SPECIALS, QWEN25_TEMPLATE, None) if style == "qwen" else \
+        (LLAMA3_SPECIALS, LLAMA3_TEMPLATE, "<|begin_of_text|>")
+    train_tokenizer(tmp_path, PRE_TOKENIZERS["qwen_split" if style == "qwen" else "llama3_split"](), specials=specials)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "chat_template": template}))
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    fmt = ChatFormat.from_pretrained(tmp_path, system_prompt="")
+    assert fmt.style == style
+    for messages in CHATS:
+        expected = ref.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert fmt.encode_chat(messages) == list(expected), messages
+    # a question alone: the template's default system message (Qwen2.5's), or none (Llama 3)
+    assert fmt.encode("What is 1+1?") == list(ref.apply_chat_template(
+        [{"role": "user", "content": "What is 1+1?"}], add_generation_prompt=True, tokenize=True, return_dict=False))
+    assert (fmt.default_system is not None) == (style == "qwen")
