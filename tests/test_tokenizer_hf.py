@@ -158,7 +158,7 @@ def test_render_chat_llama3():
         render_chat(messages, "chatml")
 
 
-# the chat templates of Qwen2.5-Instruct (its tool-calling branches left out) and Meta-Llama-3-Instruct
+# the chat templates of Qwen2.5-Instruct, Meta-Llama-3-Instruct and Llama-3.1/3.2-Instruct (tool calling left out)
 QWEN25_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
     "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -171,30 +171,45 @@ LLAMA3_TEMPLATE = (
     "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
     "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+LLAMA31_DATE = '{%- if not date_string is defined %}{%- set date_string = "26 Jul 2024" %}{%- endif %}'
+LLAMA32_DATE = ('{%- if not date_string is defined %}{%- if strftime_now is defined %}'
+                '{%- set date_string = strftime_now("%d %b %Y") %}{%- else %}{%- set date_string = "26 Jul 2024" %}'
+                '{%- endif %}{%- endif %}')
+LLAMA31_TEMPLATE = (
+    "{{- bos_token }}DATE"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = \"\" %}{%- endif %}"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}{{- system_message }}{{- \"<|eot_id|>\" }}"
+    "{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
+    "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+TEMPLATES = {"qwen2.5": QWEN25_TEMPLATE, "llama3": LLAMA3_TEMPLATE,
+             "llama3.1": LLAMA31_TEMPLATE.replace("DATE", LLAMA31_DATE),
+             "llama3.2": LLAMA31_TEMPLATE.replace("DATE", LLAMA32_DATE)}  # today's date
 CHATS = [
     [{"role": "system", "content": "Please reason step by step."}, {"role": "user", "content": "What is 17 * 23?"}],
     [{"role": "user", "content": "  Hello  there!\n"}],  # no system message: the template's default, if any
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"},
-     {"role": "user", "content": "Ça va? 🚀 x\ty"}],
+    [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "2+2?"},
+     {"role": "assistant", "content": "4"}, {"role": "user", "content": "Ça va? 🚀 x\ty"}],
 ]
 
 
-@pytest.mark.parametrize("style", ["qwen", "llama3"])
-def test_chat_prompt_ids_equal_apply_chat_template(tmp_path, style):
+@pytest.mark.parametrize("model", TEMPLATES)
+def test_chat_prompt_ids_equal_apply_chat_template(tmp_path, model):
     transformers = pytest.importorskip("transformers")
-    specials, template, bos = (SPECIALS, QWEN25_TEMPLATE, None) if style == "qwen" else \
-        (LLAMA3_SPECIALS, LLAMA3_TEMPLATE, "<|begin_of_text|>")
-    train_tokenizer(tmp_path, PRE_TOKENIZERS["qwen_split" if style == "qwen" else "llama3_split"](), specials=specials)
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos, "chat_template": template}))
+    qwen = model.startswith("qwen")
+    train_tokenizer(tmp_path, PRE_TOKENIZERS["qwen_split" if qwen else "llama3_split"](),
+                    specials=SPECIALS if qwen else LLAMA3_SPECIALS)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None if qwen else "<|begin_of_text|>", "chat_template": TEMPLATES[model]}))
     ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
     fmt = ChatFormat.from_pretrained(tmp_path, system_prompt="")
-    assert fmt.style == style
+    assert fmt.style == ("qwen" if qwen else "llama3")
     for messages in CHATS:
         expected = ref.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
         assert fmt.encode_chat(messages) == list(expected), messages
-    # a question alone: the template's default system message (Qwen2.5's), or none (Llama 3)
+    # a question alone: the template's default system turn, or none (Llama 3.0)
     assert fmt.encode("What is 1+1?") == list(ref.apply_chat_template(
         [{"role": "user", "content": "What is 1+1?"}], add_generation_prompt=True, tokenize=True, return_dict=False))
-    assert (fmt.default_system is not None) == (style == "qwen")
