@@ -129,6 +129,8 @@ def build(out, cache) -> Path:
         for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
             cfg.pop(key, None)
         cfg.update(architectures=["LlamaForCausalLM"], dtype="float32", torch_dtype="float32")
+        if "rope_parameters" in cfg:  # transformers 5 writes rope_theta only there; earlier versions read it at top level
+            cfg["rope_theta"] = cfg["rope_parameters"]["rope_theta"]
         (build_dir / "config.json").write_text(json.dumps(cfg, indent=2))
         gen = {k: v for k, v in model.generation_config.to_dict().items()
                if k in ("bos_token_id", "eos_token_id", "pad_token_id")}
