@@ -153,6 +153,9 @@ class ByteLevelBPE(tiktoken.Encoding):
         self.absent = absent
         self._split = regex.compile(self._pat_str)
 
+    def __getstate__(self):  # pickled (e.g. for worker processes) with the absent bytes
+        return {**super().__getstate__(), "absent": self.absent}
+
     def _has_absent(self, text: str) -> bool:
         if not self.absent:
             return False

@@ -1,9 +1,11 @@
 """
 load_tokenizer (HF tokenizer.json -> tiktoken) against the `tokenizers` library as the reference, on byte-level
-BPEs trained here on a few KB of text, and render_chat against hand-written Qwen / Llama 3 prompts.
-(tests/test_real_model.py checks the same against a real tokenizer, SmolLM2's.)
+BPEs trained here on a few KB of text; render_chat against hand-written Qwen / Llama 3 prompts, and ChatFormat's
+prompt ids against transformers' apply_chat_template with the Qwen2.5 and Llama 3 / 3.1 / 3.2 templates.
+(tests/test_real_model.py checks the same against a real tokenizer and template, SmolLM2's.)
 """
 import json
+import pickle
 
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -102,6 +104,7 @@ def test_bytes_without_a_token_are_dropped_like_tokenizers(tmp_path):
     for text in texts:
         assert enc.encode(text, allowed_special="all") == ref.encode(text, add_special_tokens=False).ids, text
     assert enc.encode("<\x04/") == enc.encode("</") == [enc.encode_single_token("</")]
+    assert pickle.loads(pickle.dumps(enc)).encode("<\x04/") == enc.encode("</")  # as sent to worker processes
     ref.encode_special_tokens = True
     assert enc.encode_ordinary("<|im_end|>\x04") == ref.encode("<|im_end|>\x04").ids
     with pytest.raises(ValueError, match="special token"):
