@@ -61,7 +61,8 @@ def byte_level_alphabet() -> dict[str, int]:
 
 
 def _split_pattern(pre) -> str:
-    """The one splitting regex of a tokenizer.json pre_tokenizer (Split, ByteLevel or a Sequence of them)."""
+    """The one splitting regex of a tokenizer.json pre_tokenizer (Split, ByteLevel, or a Sequence of them,
+    possibly opening with Digits(individual_digits=True))."""
     steps = pre["pretokenizers"] if pre and pre["type"] == "Sequence" else [pre] if pre else []
     patterns, byte_level, digits = [], False, False
     for p in steps:
@@ -111,6 +112,7 @@ def _check_merges(bpe: dict, added: dict) -> None:
 def load_tokenizer(path) -> tiktoken.Encoding:
     """A tiktoken encoding equivalent to a Hugging Face byte-level BPE `tokenizer.json` (or a directory holding
     one). Added tokens become special tokens (encode with `allowed_special=...` to recognise them in text).
+    A byte with no token of its own is dropped, as `tokenizers` does (see ByteLevelBPE).
     Not reproduced: the post-processor (Llama 3's automatic <|begin_of_text|>: add it yourself) and an NFC
     normalizer (Qwen: text is taken as already NFC-normalised, as almost all text is)."""
     path = Path(path)
@@ -143,7 +145,7 @@ def load_tokenizer(path) -> tiktoken.Encoding:
 
 class ByteLevelBPE(tiktoken.Encoding):
     """A tiktoken encoding whose vocabulary may lack a token for some single bytes (SmolLM2's has none for
-    ten bytes, e.g. 0x04 and 0xF1). HF tokenizers' BPE, with no unk token, drops such a byte from its
+    21 bytes, e.g. 0x04 and 0xF1). HF tokenizers' BPE, with no unk token, drops such a byte from its
     pre-tokenized piece and merges what is left; tiktoken would fail on it. Text without those bytes (nearly
     all text) takes tiktoken's fast path; other text is split here with the same regex and each piece, its
     absent bytes deleted, is merged by tiktoken."""
