@@ -1,14 +1,15 @@
 """
 A real trained model, SmolLM2-135M-Instruct (dequantized Q4_1 weights, built once by the `smollm2_dir` fixture
 from data/smollm2/prepare.py), against the references: its tokenizer against `tokenizers`, its chat prompts
-against transformers' apply_chat_template, and our GPT against transformers' LlamaForCausalLM (fp32 logits,
-and 20 greedy tokens on chat prompts, batched through engine.generate).
+against transformers' apply_chat_template, our GPT against transformers' LlamaForCausalLM (fp32 logits,
+and 20 greedy tokens on chat prompts, batched through engine.generate), and our save_pretrained of it
+reloading into transformers.
 """
 import pytest
 import torch
 
 from nanorlvr import engine
-from nanorlvr.hf import load_pretrained
+from nanorlvr.hf import load_pretrained, save_pretrained
 from nanorlvr.prompts import ChatFormat
 from nanorlvr.tokenizer import load_tokenizer
 from test_tokenizer_hf import CHATS, CORPUS, TRAIN
@@ -74,6 +75,16 @@ def test_logits_equal_transformers(smollm2_dir, hf_model, fmt):
         got = ours(idx)
     # fp32 on the CPU: a few 1e-5 of a logit range of ~40 apart, from summation order alone
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_saved_checkpoint_reloads_in_transformers_with_equal_logits(smollm2_dir, fmt, tmp_path):
+    ours = load_pretrained(smollm2_dir).eval()
+    save_pretrained(ours, tmp_path, tokenizer_dir=smollm2_dir)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    idx = torch.tensor([fmt.encode(QUESTIONS[0])])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(idx).logits, ours(idx), rtol=1e-4, atol=1e-3)
+    assert ChatFormat.from_pretrained(tmp_path, system_prompt="").encode(QUESTIONS[0]) == idx[0].tolist()
 
 
 def test_greedy_generation_equals_transformers(smollm2_dir, hf_model, fmt):
