@@ -7,7 +7,7 @@ one token and any text round-trips), plus the special tokens of the prompt forma
     <|user|>{question}<|assistant|>{solution}<|endoftext|>
 
 `load_tokenizer(path)` builds an encoding from a Hugging Face `tokenizer.json` (byte-level BPE: GPT-2,
-Qwen2/3, Llama 3) for real checkpoints; `render_chat` writes their chat templates.
+Qwen2/3, Llama 3, SmolLM2) for real checkpoints; their chat templates are in prompts.py.
 """
 import tiktoken
 
@@ -37,8 +37,13 @@ def eot_id(enc: tiktoken.Encoding) -> int:
 import json
 from pathlib import Path
 
+import regex  # tiktoken's own dependency: its regexes, run in Python for the rare text that needs it
+
 # the pre-tokenisation regex of tokenizers' ByteLevel(use_regex=True), i.e. GPT-2's
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Digits(individual_digits=True) then that regex (StarCoder, SmolLM): each digit is a piece, and the regex runs
+# on the text between digits, so no piece spans a digit and a run of spaces may end just before one
+GPT2_DIGITS_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
 
 
 def byte_level_alphabet() -> dict[str, int]:
@@ -56,11 +61,14 @@ def byte_level_alphabet() -> dict[str, int]:
 
 
 def _split_pattern(pre) -> str:
-    """The one splitting regex of a tokenizer.json pre_tokenizer (Split, ByteLevel or a Sequence of them)."""
+    """The one splitting regex of a tokenizer.json pre_tokenizer (Split, ByteLevel, or a Sequence of them,
+    possibly opening with Digits(individual_digits=True))."""
     steps = pre["pretokenizers"] if pre and pre["type"] == "Sequence" else [pre] if pre else []
-    patterns, byte_level = [], False
+    patterns, byte_level, digits = [], False, False
     for p in steps:
-        if p["type"] == "Split" and "Regex" in p["pattern"]:
+        if p["type"] == "Digits" and p.get("individual_digits") and not patterns:
+            digits = True
+        elif p["type"] == "Split" and "Regex" in p["pattern"]:
             if p.get("invert") or p.get("behavior") != "Isolated":
                 raise ValueError(f"unsupported Split pre-tokenizer {p}: only behavior 'Isolated', not inverted")
             patterns.append(p["pattern"]["Regex"])
@@ -68,7 +76,7 @@ def _split_pattern(pre) -> str:
             if p.get("add_prefix_space"):
                 raise ValueError("ByteLevel add_prefix_space=True is not supported")
             if p.get("use_regex", True):
-                patterns.append(GPT2_PATTERN)
+                patterns.append(GPT2_DIGITS_PATTERN if digits else GPT2_PATTERN)
             byte_level = True
         else:
             raise ValueError(f"unsupported pre-tokenizer {p['type']!r} ({p})")
@@ -76,6 +84,8 @@ def _split_pattern(pre) -> str:
         raise ValueError("not a byte-level BPE tokenizer: its pre_tokenizer has no ByteLevel step")
     if len(patterns) != 1:
         raise ValueError(f"need exactly one splitting regex in the pre_tokenizer, found {len(patterns)}")
+    if digits and patterns[0] != GPT2_DIGITS_PATTERN:
+        raise ValueError("a Digits pre-tokenizer is supported only before ByteLevel(use_regex=True)")
     return patterns[0]
 
 
@@ -102,6 +112,7 @@ def _check_merges(bpe: dict, added: dict) -> None:
 def load_tokenizer(path) -> tiktoken.Encoding:
     """A tiktoken encoding equivalent to a Hugging Face byte-level BPE `tokenizer.json` (or a directory holding
     one). Added tokens become special tokens (encode with `allowed_special=...` to recognise them in text).
+    A byte with no token of its own is dropped, as `tokenizers` does (see ByteLevelBPE).
     Not reproduced: the post-processor (Llama 3's automatic <|begin_of_text|>: add it yourself) and an NFC
     normalizer (Qwen: text is taken as already NFC-normalised, as almost all text is)."""
     path = Path(path)
@@ -127,23 +138,54 @@ def load_tokenizer(path) -> tiktoken.Encoding:
         if any(c not in to_byte for c in token):
             raise ValueError(f"{path}: vocab token {token!r} is not in the byte-level alphabet")
         ranks[bytes(to_byte[c] for c in token)] = i
-    absent = [b for b in range(256) if bytes([b]) not in ranks]
-    if absent:
-        raise ValueError(f"{path}: no token for single bytes {absent[:10]}: every byte needs one")
-    return tiktoken.Encoding(name=path.parent.name or "hf", pat_str=pattern, mergeable_ranks=ranks,
-                             special_tokens=added)
+    absent = bytes(b for b in range(256) if bytes([b]) not in ranks)
+    return ByteLevelBPE(name=path.parent.name or "hf", pat_str=pattern, mergeable_ranks=ranks,
+                        special_tokens=added, absent=absent)
 
 
-def render_chat(messages: list[dict], style: str = "qwen", add_generation_prompt: bool = True) -> str:
-    """The prompt text of an instruct model's chat format, for messages [{"role": ..., "content": ...}].
-    "qwen":   <|im_start|>{role}\\n{content}<|im_end|>\\n ...           (no default system message is added)
-    "llama3": <|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\\n\\n{content, stripped}<|eot_id|> ...
-    With add_generation_prompt the header of the assistant's turn follows."""
-    if style == "qwen":
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-    if style == "llama3":
-        text = "<|begin_of_text|>" + "".join(
-            f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>" for m in messages)
-        return text + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if add_generation_prompt else "")
-    raise ValueError(f"unknown chat style {style!r}: use 'qwen' or 'llama3'")
+class ByteLevelBPE(tiktoken.Encoding):
+    """A tiktoken encoding whose vocabulary may lack a token for some single bytes (SmolLM2's has none for
+    21 bytes, e.g. 0x04 and 0xF1). HF tokenizers' BPE, with no unk token, drops such a byte from its
+    pre-tokenized piece and merges what is left; tiktoken would fail on it. Text without those bytes (nearly
+    all text) takes tiktoken's fast path; other text is split here with the same regex and each piece, its
+    absent bytes deleted, is merged by tiktoken."""
+
+    def __init__(self, *, absent: bytes = b"", **kwargs):
+        super().__init__(**kwargs)
+        self.absent = absent
+        self._split = regex.compile(self._pat_str)
+
+    def __getstate__(self):  # pickled (e.g. for worker processes) with the absent bytes
+        return {**super().__getstate__(), "absent": self.absent}
+
+    def _has_absent(self, text: str) -> bool:
+        if not self.absent:
+            return False
+        raw = text.encode("utf-8", "replace")
+        return len(raw.translate(None, self.absent)) != len(raw)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        if not self._has_absent(text):
+            return super().encode_ordinary(text)
+        out = []
+        for piece in self._split.findall(text):
+            kept = piece.encode("utf-8", "replace").translate(None, self.absent)
+            out += self._encode_single_piece(kept) if kept else []
+        return out
+
+    def encode(self, text: str, *, allowed_special=frozenset(), disallowed_special="all") -> list[int]:
+        if not self._has_absent(text):
+            return super().encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
+        allowed = self.special_tokens_set if allowed_special == "all" else set(allowed_special)
+        disallowed = self.special_tokens_set - allowed if disallowed_special == "all" else set(disallowed_special)
+        if found := sorted(s for s in disallowed if s in text):
+            raise ValueError(f"text contains the special token {found[0]!r}: pass allowed_special= to encode it "
+                             "as one token, or disallowed_special=() to encode it as text")
+        if not allowed:
+            return self.encode_ordinary(text)
+        # allowed special tokens are cut out first (the longest where two start at one place); between them is text
+        out, alternation = [], "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True))
+        for i, chunk in enumerate(regex.split(f"({alternation})", text)):
+            out += [self.encode_single_token(chunk)] if i % 2 else self.encode_ordinary(chunk)
+        return out
+

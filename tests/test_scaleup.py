@@ -15,8 +15,8 @@ import train
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist, rl
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.prompts import ChatFormat, detect_style
-from nanorlvr.tokenizer import load_tokenizer, render_chat
+from nanorlvr.prompts import ChatFormat, detect_style, render_chat
+from nanorlvr.tokenizer import load_tokenizer
 
 QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -1,13 +1,17 @@
 """
 load_tokenizer (HF tokenizer.json -> tiktoken) against the `tokenizers` library as the reference, on byte-level
-BPEs trained here on a few KB of text, and render_chat against hand-written Qwen / Llama 3 prompts.
+BPEs trained here on a few KB of text; render_chat against hand-written Qwen / Llama 3 prompts, and ChatFormat's
+prompt ids against transformers' apply_chat_template with the Qwen2.5 and Llama 3 / 3.1 / 3.2 templates.
+(tests/test_real_model.py checks the same against a real tokenizer and template, SmolLM2's.)
 """
 import json
+import pickle
 
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from nanorlvr.tokenizer import load_tokenizer, render_chat
+from nanorlvr.prompts import ChatFormat, render_chat
+from nanorlvr.tokenizer import byte_level_alphabet, load_tokenizer
 
 # Qwen2's split regex (Llama 3's differs only in \p{N}{1,3} for \p{N})
 QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -42,15 +46,18 @@ CORPUS = [
     "\n",
     "a",
     "ThE QuIcK BrOwN FoX   JUMPS\n\n\n   over    the lazy dog 🐶!!!???...",
+    "Digits after spaces: a  1, b   22\t3\n 4 ½ ² ٣ Ⅷ 10⁶ and x=  -7.5",
+    "Control chars: \x00\x01\x04!\x04!\x1b[0m \x1c\x1d\x1e\x1f \x7f and a\x06b",
+    "Far planes: \U00040000\U000b0001 abc \U00050123! \U0010fffd",
 ]
 
 
-def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False):
+def train_tokenizer(tmp_path, pre_tokenizer, vocab_size=600, ignore_merges=False, alphabet=None, specials=SPECIALS):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=alphabet or pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(TRAIN * 3, trainer=trainer)
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
@@ -62,6 +69,9 @@ PRE_TOKENIZERS = {
     "qwen_split": lambda: pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+    "digits_bytelevel": lambda: pre_tokenizers.Sequence([  # StarCoder, SmolLM
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
     "llama3_split": lambda: pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)]),
@@ -79,6 +89,26 @@ def test_encodes_and_decodes_like_tokenizers(tmp_path, kind):
         assert ids == ref.encode(text, add_special_tokens=False).ids, text
         assert enc.decode(ids) == text
         assert ref.decode(ids, skip_special_tokens=False) == text
+
+
+def test_bytes_without_a_token_are_dropped_like_tokenizers(tmp_path):
+    # a vocabulary lacking some single bytes (SmolLM2's lacks ten): control characters, and the lead byte 0xF1
+    # of U+40000..U+7FFFF (its continuation bytes keep their tokens). tokenizers drops such a byte from its
+    # piece and merges the rest: `<\x04/` is one piece and encodes as the one token `</`.
+    absent = {0x04, 0x1D, 0xF1}
+    alphabet = [c for c, b in byte_level_alphabet().items() if b not in absent]
+    ref, path = train_tokenizer(tmp_path, PRE_TOKENIZERS["gpt2_bytelevel"](), alphabet=alphabet)
+    enc = load_tokenizer(path)
+    assert sorted(enc.absent) == sorted(absent)
+    texts = CORPUS + ["<\x04/", "\x04", "ab\x04\x1d cd", "x \U00040000y\U00050000 \U00040000", "<|im_start|>\x04<|im_end|>"]
+    for text in texts:
+        assert enc.encode(text, allowed_special="all") == ref.encode(text, add_special_tokens=False).ids, text
+    assert enc.encode("<\x04/") == enc.encode("</") == [enc.encode_single_token("</")]
+    assert pickle.loads(pickle.dumps(enc)).encode("<\x04/") == enc.encode("</")  # as sent to worker processes
+    ref.encode_special_tokens = True
+    assert enc.encode_ordinary("<|im_end|>\x04") == ref.encode("<|im_end|>\x04").ids
+    with pytest.raises(ValueError, match="special token"):
+        enc.encode("<|im_end|>\x04")  # like tiktoken without absent bytes: special-token text needs a decision
 
 
 def test_special_tokens_keep_their_ids(tmp_path):
@@ -129,3 +159,60 @@ def test_render_chat_llama3():
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
     with pytest.raises(ValueError, match="unknown chat style"):
         render_chat(messages, "chatml")
+
+
+# the chat templates of Qwen2.5-Instruct, Meta-Llama-3-Instruct and Llama-3.1/3.2-Instruct (tool calling left out)
+QWEN25_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) "
+    "or (message.role == 'assistant') %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+LLAMA31_DATE = '{%- if not date_string is defined %}{%- set date_string = "26 Jul 2024" %}{%- endif %}'
+LLAMA32_DATE = ('{%- if not date_string is defined %}{%- if strftime_now is defined %}'
+                '{%- set date_string = strftime_now("%d %b %Y") %}{%- else %}{%- set date_string = "26 Jul 2024" %}'
+                '{%- endif %}{%- endif %}')
+LLAMA31_TEMPLATE = (
+    "{{- bos_token }}DATE"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = \"\" %}{%- endif %}"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+    "{{- \"Today Date: \" + date_string + \"\\n\\n\" }}{{- system_message }}{{- \"<|eot_id|>\" }}"
+    "{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
+    "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+TEMPLATES = {"qwen2.5": QWEN25_TEMPLATE, "llama3": LLAMA3_TEMPLATE,
+             "llama3.1": LLAMA31_TEMPLATE.replace("DATE", LLAMA31_DATE),
+             "llama3.2": LLAMA31_TEMPLATE.replace("DATE", LLAMA32_DATE)}  # today's date
+CHATS = [
+    [{"role": "system", "content": "Please reason step by step."}, {"role": "user", "content": "What is 17 * 23?"}],
+    [{"role": "user", "content": "  Hello  there!\n"}],  # no system message: the template's default, if any
+    [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "2+2?"},
+     {"role": "assistant", "content": "4"}, {"role": "user", "content": "Ça va? 🚀 x\ty"}],
+]
+
+
+@pytest.mark.parametrize("model", TEMPLATES)
+def test_chat_prompt_ids_equal_apply_chat_template(tmp_path, model):
+    transformers = pytest.importorskip("transformers")
+    qwen = model.startswith("qwen")
+    train_tokenizer(tmp_path, PRE_TOKENIZERS["qwen_split" if qwen else "llama3_split"](),
+                    specials=SPECIALS if qwen else LLAMA3_SPECIALS)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None if qwen else "<|begin_of_text|>", "chat_template": TEMPLATES[model]}))
+    ref = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    fmt = ChatFormat.from_pretrained(tmp_path, system_prompt="")
+    assert fmt.style == ("qwen" if qwen else "llama3")
+    for messages in CHATS:
+        expected = ref.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        assert fmt.encode_chat(messages) == list(expected), messages
+    # a question alone: the template's default system turn, or none (Llama 3.0)
+    assert fmt.encode("What is 1+1?") == list(ref.apply_chat_template(
+        [{"role": "user", "content": "What is 1+1?"}], add_generation_prompt=True, tokenize=True, return_dict=False))
