@@ -2,6 +2,7 @@
 an uninterrupted one, with one metrics row per step and every checkpoint loadable; every user mistake is one
 line `error: ...` naming the flag and what is allowed, with no traceback; a truncated response scores 0."""
 import json
+import math
 import os
 import random
 import re
@@ -91,13 +92,21 @@ def kill_and_resume(base, tmp_path, steps, save_every, kills, seed):
     argv = TINY + ["--stage=grpo", "--p_direct=1", "--prompts_per_step=8", "--group_size=8", f"--data_dir={base}/data",
                    f"--base_dir={base}/base", f"--steps={steps}", f"--save_every={save_every}", "--resume=true"]
     train.main(argv + [f"--out_dir={tmp_path}/ref"])  # in this process: the same arithmetic on one thread
-    rng, killed = random.Random(seed), 0
+    rng, landed = random.Random(seed), []
     for _ in range(kills):
-        # "rename": the n-th of the about 2 per checkpoint (model, trainer state) and 3 more a run makes;
-        # "step": at once (mid-way through the metrics row or checkpoint that follow) or a little later
-        kill = ("rename", rng.randint(1, 2 * (steps // save_every) + 3)) if rng.random() < 0.5 else \
-            ("step", rng.randint(1, steps), rng.choice([0.0, rng.uniform(0, 0.2)]))
-        killed += child(argv + [f"--out_dir={tmp_path}/killed"], kill) != 0
+        # a moment within what is left to do: "rename", the n-th of the renames ending each write (at least
+        # one per checkpoint and trainer state); "step", at once after a step's log line (mid-way through
+        # its metrics row or checkpoint) or a little later
+        state = ckpt.load_trainer_state(tmp_path / "killed/grpo")
+        left = steps - (state["step"] if state else 0)
+        if not left or rng.random() < 0.5:
+            kill = ("rename", rng.randint(1, 1 + 2 * math.ceil(left / save_every)))
+        else:
+            n = rng.randint(1, left)
+            kill = ("step", n, rng.choice([0.0, rng.uniform(0, 0.2)]) if n < left else 0.0)  # it must not end first
+        if child(argv + [f"--out_dir={tmp_path}/killed"], kill) != 0:
+            landed.append(kill)
+    print("kills that landed:", landed)
     assert child(argv + [f"--out_dir={tmp_path}/killed"]) == 0  # resumed to the end
     ref, run = tmp_path / "ref/grpo", tmp_path / "killed/grpo"
     # the records: one row per step, the same rows as the uninterrupted run (timings aside)
@@ -113,7 +122,7 @@ def kill_and_resume(base, tmp_path, steps, save_every, kills, seed):
             assert torch.equal(a[k], b[k]), (name, k)
     w0, wn = ckpt.load_model(ref / "step_000000").state_dict(), ckpt.load_model(ref / f"step_{steps:06d}").state_dict()
     assert not all(torch.equal(w0[k], wn[k]) for k in w0), "training changed nothing: the comparison is empty"
-    return killed
+    return len(landed)
 
 
 def test_sigkilled_and_resumed_run_ends_as_an_uninterrupted_one(base, tmp_path):
@@ -123,7 +132,7 @@ def test_sigkilled_and_resumed_run_ends_as_an_uninterrupted_one(base, tmp_path):
 
 @pytest.mark.slow
 def test_sigkilled_ten_times_and_resumed_run_ends_as_an_uninterrupted_one(base, tmp_path):
-    assert kill_and_resume(base, tmp_path, steps=12, save_every=2, kills=10, seed=0) >= 5
+    assert kill_and_resume(base, tmp_path, steps=12, save_every=2, kills=10, seed=0) == 10
 
 
 def test_resume_cuts_metrics_back_to_the_checkpoint(tmp_path):
