@@ -160,7 +160,7 @@ def load_jsonl(path) -> list[dict]:
             try:
                 check_gold(gold)
             except ValueError as e:
-                raise UsageError(f"{where}: gold answer {gold!r} cannot be parsed: {e}") from None
+                raise UsageError(f"{where}: {e}") from None
             rows.append({"question": question, "answer": gold, "solution": solution})
     if not rows:
         raise UsageError(f"data file {path} holds no problems")

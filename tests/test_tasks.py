@@ -47,7 +47,7 @@ def test_loads_gsm8k_and_math_style_files(tmp_path):
 
 
 @pytest.mark.parametrize("line, why", [
-    ('{"question": "q", "answer": "@@ ### @@", "solution": "s"}', r"gold answer '@@ ### @@' cannot be parsed"),
+    ('{"question": "q", "answer": "@@ ### @@", "solution": "s"}', r"gold answer cannot be parsed: '@@ ### @@'"),
     ('{"question": "q", "answer": "1"', r"not valid JSON \(Expecting ',' delimiter at column 32\)"),
     ('["q", "1"]', "expected a JSON object, got list"),
     ('{"answer": "1"}', "no 'question' or 'problem' field"),
