@@ -133,7 +133,8 @@ class TrainConfig:
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
         need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
-        need(self.n_embd % self.n_head == 0, "n_head", f"must divide --n_embd={self.n_embd}")
+        need(self.n_embd % (2 * self.n_head) == 0, "n_head", f"must divide --n_embd={self.n_embd} into heads of an even "
+                                                             "width (rotary embeddings turn pairs of dimensions)")
         need(0 <= self.p_direct <= 1, "p_direct", "must be a probability in [0, 1]")
         need(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1: no nucleus)")
         need(0 <= self.eps_low < 1, "eps_low", "must be in [0, 1) (the ratio is clipped below at 1 - eps_low)")
@@ -277,6 +278,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir)
         base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
+        # (one without a truncated share is from before truncated answers scored 0: evaluate again)
         if not base_eval or base_eval.get("settings") != eval_settings(cfg, test) or "truncated" not in base_eval:
             base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), enc, fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
