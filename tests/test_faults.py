@@ -106,6 +106,8 @@ def kill_and_resume(base, tmp_path, steps, save_every, kills, seed):
             kill = ("step", n, rng.choice([0.0, rng.uniform(0, 0.2)]) if n < left else 0.0)  # it must not end first
         if child(argv + [f"--out_dir={tmp_path}/killed"], kill) != 0:
             landed.append(kill)
+            for step in {int(p.name[5:11]) for p in (tmp_path / "killed/grpo").glob("step_*")}:
+                ckpt.load_model(ckpt.step_dir(tmp_path / "killed/grpo", step))  # what a resume could load, loads
     print("kills that landed:", landed)
     assert child(argv + [f"--out_dir={tmp_path}/killed"]) == 0  # resumed to the end
     ref, run = tmp_path / "ref/grpo", tmp_path / "killed/grpo"
@@ -126,7 +128,8 @@ def kill_and_resume(base, tmp_path, steps, save_every, kills, seed):
 
 
 def test_sigkilled_and_resumed_run_ends_as_an_uninterrupted_one(base, tmp_path):
-    # CI's short version: two kills (seeded: one mid-checkpoint rename, one right after a step's log line)
+    # CI's short version, seed 3: the first run is killed just before its last trainer state is renamed into
+    # place; the resumed one between the two renames that replace checkpoint 4 (left only as step_000004.old)
     assert kill_and_resume(base, tmp_path, steps=4, save_every=2, kills=2, seed=3) == 2
 
 
