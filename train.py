@@ -133,8 +133,8 @@ class TrainConfig:
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
         need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
-        need(self.n_embd % (2 * self.n_head) == 0, "n_head", f"must divide --n_embd={self.n_embd} into heads of an even "
-                                                             "width (rotary embeddings turn pairs of dimensions)")
+        hd = self.n_embd // self.n_head  # the toy's head width: even, as rotary embeddings turn pairs of dimensions
+        need(hd >= 2 and hd % 2 == 0, "n_head", f"gives heads of width --n_embd // --n_head = {hd}: must be even, at least 2")
         need(0 <= self.p_direct <= 1, "p_direct", "must be a probability in [0, 1]")
         need(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1: no nucleus)")
         need(0 <= self.eps_low < 1, "eps_low", "must be in [0, 1) (the ratio is clipped below at 1 - eps_low)")
@@ -361,6 +361,9 @@ def load_task(cfg):
         train = load_jsonl(cfg.data)
         if cfg.test_data:
             return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
+        if len(train) <= cfg.n_eval:
+            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to hold out "
+                             "that many for evaluation: pass --test_data or a smaller --n_eval")
         return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
     task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
     if dist.is_main():  # one writer

@@ -189,6 +189,14 @@ def test_missing_or_empty_init_from_is_named_before_any_tokenizer_is_read(tmp_pa
             f"error: --init_from: no Hugging Face checkpoint at {path} (config.json missing)"
 
 
+def test_a_data_file_too_small_to_hold_out_n_eval_is_refused(tmp_path, capsys):
+    data = tmp_path / "two.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n{"question": "2+2", "answer": "4"}\n')
+    assert one_line_error([f"--data={data}", "--n_eval=2", f"--out_dir={tmp_path}/out"], capsys) == \
+        f"error: --n_eval=2: {data} has only 2 problems, too few to hold out that many for evaluation: pass " \
+        "--test_data or a smaller --n_eval"
+
+
 def test_group_size_1_and_no_prompts_are_refused(capsys):
     assert one_line_error(["--group_size=1"], capsys).startswith("error: --group_size=1: must be >= 2")
     assert one_line_error(["--prompts_per_step=0"], capsys) == "error: --prompts_per_step=0: must be a positive integer"
@@ -220,7 +228,7 @@ BAD = [("--steps=0", "steps"), ("--sft_steps=-1", "sft_steps"), ("--sft_batch=0"
        ("--micro_batch=-2", "micro_batch"), ("--gen_batch=-1", "gen_batch"), ("--n_eval=0", "n_eval"),
        ("--eval_k=0", "eval_k"), ("--max_new_tokens=0", "max_new_tokens"), ("--mu=0", "mu"),
        ("--n_minibatches=0", "n_minibatches"), ("--save_every=0", "save_every"), ("--verify_workers=0", "verify_workers"),
-       ("--threads=-1", "threads"), ("--warmup=-1", "warmup"), ("--n_head=3", "n_head"), ("--n_embd=30", "n_head"), ("--seed=-1", "seed"),
+       ("--threads=-1", "threads"), ("--warmup=-1", "warmup"), ("--n_head=128", "n_head"), ("--n_embd=30", "n_head"), ("--seed=-1", "seed"),
        ("--p_direct=1.5", "p_direct"), ("--p_direct=-0.1", "p_direct"), ("--top_p=0", "top_p"), ("--top_p=1.01", "top_p"),
        ("--eps_low=1", "eps_low"), ("--reweight_c=2", "reweight_c"), ("--lr=0", "lr"), ("--lr=nan", "lr"),
        ("--sft_lr=inf", "sft_lr"), ("--temperature=0", "temperature"), ("--grad_clip=0", "grad_clip"),
