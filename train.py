@@ -15,6 +15,7 @@ with the held-out accuracy before and after RL.
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
-from nanorlvr.common import (Progress, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state, run_main,
-                             seed_everything, set_rng_state, write_json)
+from nanorlvr.common import (Progress, UsageError, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state,
+                             run_main, seed_everything, set_rng_state, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import completion_logprobs, pack
@@ -96,7 +97,10 @@ class TrainConfig:
     scale_std: bool = opt(True, "divide advantages by the group std (False: Dr. GRPO)")
     kl_coef: float = opt(0.0, "KL(pi || base) coefficient, k3 estimator (0: no reference model)")
     dynamic_sampling: bool = opt(False, "drop groups whose rewards are all equal")
-    mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering)")
+    # A sample that hits --max_new_tokens without its end token gave no final answer: it scores 0, in the
+    # reward and in every evaluation (evaluate.score), whatever its last number; the share truncated is
+    # logged beside every accuracy. --mask_truncated decides only whether such rows also get a loss.
+    mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering); they score 0 either way")
     grad_clip: float = opt(1.0, "max gradient norm")
     reweight: str = opt("none", "none | lowprob (paper 1: w = 1 + c(1 - p_old)) | dominate (w = 1 - c + c p_old)")
     reweight_c: float = opt(0.2, "c of the token reweighting")
@@ -106,6 +110,58 @@ class TrainConfig:
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
     verify_workers: int = opt(2, "verifier processes")
     halt_after: int = opt(0, "stop after this many steps of this invocation, as if killed (to test --resume)")
+
+    def validate(self):
+        """Every flag's allowed values, checked at parse time, before any data is generated or a model
+        loaded: a bad one is one line naming the flag, its value and what is allowed (common.UsageError)."""
+        def need(ok, name, allowed):
+            if not ok:
+                raise UsageError(f"--{name}={getattr(self, name)}: {allowed}")
+        for name, choices in CHOICES.items():
+            need(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
+        need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device), "device", "must be auto, cpu, cuda, cuda:N or mps")
+        need(not self.device.startswith("cuda") or torch.cuda.is_available(), "device", "no CUDA device here")
+        need(self.device != "mps" or torch.backends.mps.is_available(), "device", "no MPS device here")
+        for name, v in vars(self).items():  # nan and inf pass float(); no flag means them
+            need(not isinstance(v, float) or math.isfinite(v), name, "must be a finite number")
+        for name in ("n_ops", "max_num", "n_train", "n_eval", "eval_k", "n_layer", "n_embd", "n_head", "sft_steps",
+                     "sft_batch", "steps", "prompts_per_step", "max_new_tokens", "mu", "n_minibatches", "save_every",
+                     "verify_workers"):
+            need(getattr(self, name) >= 1, name, "must be a positive integer")
+        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup", "halt_after"):
+            need(getattr(self, name) >= 0, name, "must be >= 0 (0: see --help)")
+        need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
+                                                 "with one, every advantage is 0 and nothing is learned)")
+        need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
+        hd = self.n_embd // self.n_head  # the toy's head width: even, as rotary embeddings turn pairs of dimensions
+        need(hd >= 2 and hd % 2 == 0, "n_head", f"gives heads of width --n_embd // --n_head = {hd}: must be even, at least 2")
+        need(0 <= self.p_direct <= 1, "p_direct", "must be a probability in [0, 1]")
+        need(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1: no nucleus)")
+        need(0 <= self.eps_low < 1, "eps_low", "must be in [0, 1) (the ratio is clipped below at 1 - eps_low)")
+        need(0 <= self.reweight_c <= 1, "reweight_c", "must be in [0, 1]")
+        for name in ("sft_lr", "lr", "temperature", "grad_clip"):
+            need(getattr(self, name) > 0, name, "must be > 0")
+        for name in ("eval_temperature", "weight_decay", "eps_high", "kl_coef"):
+            need(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("out_dir", "base_dir", "run", "data_dir"):
+            need(getattr(self, name).strip(), name, "must not be empty")
+        need(not self.rl_extra or re.fullmatch(r"\s*[1-9]\d*\s*,\s*[1-9]\d*\s*", self.rl_extra), "rl_extra",
+             "must be m,n: two positive integers (m real steps, then a jump of n virtual ones), or empty")
+        need(not self.test_data or self.data, "test_data", "needs --data (the toy task brings its own test split)")
+        for name in ("data", "test_data"):
+            need(not getattr(self, name) or Path(getattr(self, name)).is_file(), name, "no such file")
+        if self.init_from:  # before any tokenizer is read from it
+            ckpt.require_hf_dir(self.init_from, "--init_from")
+        elif self.stage == "grpo" and not (Path(self.base_dir) / "config.json").is_file():
+            raise UsageError(f"--base_dir: no Hugging Face checkpoint at {self.base_dir} (config.json missing): "
+                             "train it with --stage=sft (or --stage=all), or give --init_from")
+
+
+# the flags that take one of a few words (checked by TrainConfig.validate)
+CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llama3"),
+           "precision": ("auto", "fp32", "bf16-mixed", "bf16"), "schedule": ("constant", "cosine"),
+           "loss_agg": ("token-mean", "seq-mean-token-mean", "seq-sum-constant"),
+           "reweight": ("none", "lowprob", "dominate"), "rl_extra_optimizer": ("reset", "keep")}
 
 
 def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
@@ -121,8 +177,10 @@ def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
 
 
 def eval_line(name, r, k):
-    return (f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f})  "
-            f"avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f}")
+    """Accuracies, each beside the share of its responses truncated (which score 0)."""
+    return (f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f}, truncated "
+            f"{r['greedy_truncated']:.3f})  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} (truncated "
+            f"{r['truncated']:.3f})")
 
 
 def eval_settings(cfg, test):
@@ -199,7 +257,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
     optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
-    m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)
+    m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)  # validated as "m,n"
     step, segment_start, base_eval = 0, None, None
     state = ckpt.load_trainer_state(run_dir) if cfg.resume else None
     if state is not None:
@@ -210,6 +268,8 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         segment_start, base_eval = state.get("segment_start"), state.get("base_eval")
+        if main_rank:  # the steps after the checkpoint are replayed: drop their rows, so each is logged once
+            ckpt.rewind_metrics(run_dir, step)
         log(f"resumed {run_dir} at step {step}")
     else:
         if cfg.resume:
@@ -218,7 +278,8 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir)
         base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
-        if not base_eval or base_eval.get("settings") != eval_settings(cfg, test):
+        # (one without a truncated share is from before truncated answers scored 0: evaluate again)
+        if not base_eval or base_eval.get("settings") != eval_settings(cfg, test) or "truncated" not in base_eval:
             base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), enc, fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
         if main_rank:
@@ -300,6 +361,9 @@ def load_task(cfg):
         train = load_jsonl(cfg.data)
         if cfg.test_data:
             return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
+        if len(train) <= cfg.n_eval:
+            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to hold out "
+                             "that many for evaluation: pass --test_data or a smaller --n_eval")
         return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
     task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
     if dist.is_main():  # one writer
@@ -323,23 +387,31 @@ def main(argv=None):
 def run(cfg, device):
     t_start = time.time()
     precision = dist.resolve_precision(cfg.precision, device)
-    enc, fmt, train, test = load_task(cfg)
     sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not (Path(cfg.base_dir) / "config.json").exists())
-    if dist.world() > 1 and (sft or cfg.prompts_per_step % dist.world() or len(test) < dist.world()):
-        raise ValueError(f"under torchrun: SFT runs in one process, and --prompts_per_step ({cfg.prompts_per_step}) "
-                         f"and the {len(test)} eval problems must split over {dist.world()} ranks")
-    log(f"device {device} x {dist.world()} ({precision}); data {len(train)} train / {len(test)} eval problems; "
-        f"out {cfg.out_dir}")
+    W = dist.world()  # known only now (torchrun): still before any data or model
+    if W > 1 and sft:
+        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without torchrun first")
+    if cfg.prompts_per_step % W:
+        raise UsageError(f"--prompts_per_step={cfg.prompts_per_step}: must be a multiple of the {W} ranks "
+                         "(each rank takes whole prompt groups)")
+    enc, fmt, train, test = load_task(cfg)
+    if len(test) < W:
+        raise UsageError(f"--n_eval={cfg.n_eval}: {len(test)} eval problems cannot be split over {W} ranks")
+    log(f"device {device} x {W} ({precision}); data {len(train)} train / {len(test)} eval problems; out {cfg.out_dir}")
+    # the longest prompt and the budget must fit the model's context, or generation fails mid-run
+    src = cfg.init_from or (None if sft else cfg.base_dir)
+    mcfg = config_from_hf(json.loads((Path(src) / "config.json").read_text())) if src else toy_model_config(cfg, enc)
+    longest = max(len(fmt.encode(p["question"])) for p in train + test)
+    if longest + cfg.max_new_tokens > mcfg.max_seq_len:
+        raise UsageError(f"--max_new_tokens={cfg.max_new_tokens}: the longest prompt ({longest} tokens) and the budget "
+                         f"exceed the model's context of {mcfg.max_seq_len}: at most {mcfg.max_seq_len - longest}")
     if cfg.init_from or device.startswith("cuda"):
-        mcfg = config_from_hf(json.loads((Path(cfg.init_from) / "config.json").read_text())) if cfg.init_from \
-            else toy_model_config(cfg, enc)
-        rows = cfg.prompts_per_step * cfg.group_size // dist.world()
-        eval_rows = min(len(test) * max(1, cfg.eval_k) // dist.world(), cfg.gen_batch or 1024)
+        rows = cfg.prompts_per_step * cfg.group_size // W
+        eval_rows = min(len(test) * max(1, cfg.eval_k) // W, cfg.gen_batch or 1024)
         mem = dist.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
                                    update_rows=cfg.micro_batch or math.ceil(rows / cfg.n_minibatches),
-                                   prompt_len=max(len(fmt.encode(p["question"])) for p in train[:500]),
-                                   new_tokens=cfg.max_new_tokens, precision=precision, grad_ckpt=cfg.grad_ckpt,
-                                   kl=cfg.kl_coef > 0)
+                                   prompt_len=longest, new_tokens=cfg.max_new_tokens, precision=precision,
+                                   grad_ckpt=cfg.grad_ckpt, kl=cfg.kl_coef > 0)
         log(dist.memory_line(mem))
     if sft:
         train_sft(cfg, device, enc, train, test, fmt, precision)
@@ -354,11 +426,12 @@ def run(cfg, device):
         summary = {"base_greedy_acc": base["greedy_acc"], "final_greedy_acc": final["greedy_acc"],
                    f"base_avg{k}": base[f"avg{k}"], f"final_avg{k}": final[f"avg{k}"],
                    f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
+                   "base_truncated": base["truncated"], "final_truncated": final["truncated"],  # of those samples
                    "n_eval": len(test), "steps": cfg.steps, "real_steps": real,
                    "wall_seconds": time.time() - t_start, "config": vars(cfg)}
         write_json(Path(cfg.out_dir) / "summary.json", summary)
         log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
-        for name in ("greedy_acc", f"avg{k}", f"pass{k}"):
+        for name in ("greedy_acc", "greedy_truncated", f"avg{k}", f"pass{k}", "truncated"):
             log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
         log(f"wall time {fmt_secs(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
 

@@ -5,9 +5,12 @@ A run's checkpoints on disk, written so that a crash never leaves a half-written
     out/<run>/trainer_state.pt                               optimizer, schedule, RNG, data position (latest)
     out/<run>/metrics.jsonl, summary.json
 
-Every write goes to a temporary name first and is renamed into place. `stream_tensors` reads one tensor at
-a time from many checkpoints, so analyses over dozens of checkpoints hold only what they need.
+Every write goes to a temporary name first and is renamed into place. A resumed run first cuts metrics.jsonl
+back to the checkpoint it resumes from (`rewind_metrics`), so a run killed any number of times ends with the
+files of an uninterrupted one. `stream_tensors` reads one tensor at a time from many checkpoints, so
+analyses over dozens of checkpoints hold only what they need.
 """
+import json
 import os
 import re
 import shutil
@@ -35,10 +38,8 @@ def save_model(model, path, tokenizer_dir=None):
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+    os.replace(tmp, path)
+    shutil.rmtree(path.with_name(path.name + ".old"), ignore_errors=True)  # also one left by a crash in between
 
 
 def load_model(path, device="cpu", dtype=None):
@@ -58,6 +59,30 @@ def save_trainer_state(state: dict, run_dir):
 def load_trainer_state(run_dir):
     path = Path(run_dir) / "trainer_state.pt"
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def rewind_metrics(run_dir, step):
+    """Cut out/<run>/metrics.jsonl back to the rows it held when the checkpoint of `step` was written (up to
+    that step's training row; the base evaluation's row for step 0), atomically. The resumed run replays the
+    steps after it and logs them again: each step then has one row, as in a run never killed. A line cut
+    short by the kill goes too."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row["step"] > step:
+            break
+        keep.append(line + "\n")
+        if row["step"] == step and ("real_steps" in row or step == 0):  # the row written just before the save
+            break
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:

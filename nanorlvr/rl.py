@@ -26,7 +26,7 @@ class Rollout:
     completions: list      # P*G completion id lists (stop token included)
     old_logp: torch.Tensor  # (N, L) log-probs of the sampled tokens under the rollout policy
     truncated: torch.Tensor  # (N,) bool
-    rewards: torch.Tensor  # (N,) float in {0, 1}
+    rewards: torch.Tensor  # (N,) float in {0, 1} (0 for every truncated row)
     seconds_gen: float
     seconds_verify: float
 
@@ -44,7 +44,7 @@ def rollout(model, enc, problems, group_size, max_new_tokens, temperature, seed,
                      stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
     t1 = time.time()
     ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], enc, workers=workers,
-                  decode=fmt.decode)
+                  decode=fmt.decode, truncated=g.truncated)  # truncated = no final answer = reward 0
     t2 = time.time()
     L = int(g.lengths.max())
     return Rollout(prompts, g.tokens, g.logprobs[:, :L].cpu(), g.truncated.cpu(), torch.tensor(ok, dtype=torch.float),

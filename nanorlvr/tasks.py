@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from nanorlvr.common import UsageError
+
 
 @dataclass
 class TaskConfig:
@@ -98,7 +100,8 @@ def generate_splits(cfg: TaskConfig, n_train: int, n_test: int, seed: int = 0):
     while len(train) < n_train or len(test) < n_test:
         attempts += 1
         if attempts > 50 * (n_train + n_test):
-            raise ValueError(f"cannot find {n_train}+{n_test} distinct problems with {cfg}: make the task larger")
+            raise UsageError(f"cannot find {n_train} + {n_test} distinct toy problems with n_ops={cfg.n_ops}, "
+                             f"max_num={cfg.max_num}: raise --n_ops or --max_num, or lower --n_train or --n_test")
         p = make_problem(rng, cfg)
         if p["question"] in seen:
             continue
@@ -122,20 +125,27 @@ def write_jsonl(rows, path):
 def load_jsonl(path) -> list[dict]:
     """Load problems as dicts with `question`, `answer` (gold) and `solution` (may be empty).
     Accepts our own format, GSM8K style ({"question", "answer": "...#### 42"}) and MATH style
-    ({"problem", "solution": "...\\boxed{x}..."}). Every gold is parsed now: a bad one is an error."""
+    ({"problem", "solution": "...\\boxed{x}..."}). Every line is parsed and every gold checked now: a bad
+    one is a UsageError naming FILE:LINE, before any model is loaded."""
     from nanorlvr.verifier import check_gold, extract_answer
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist")
     rows = []
     with open(path) as f:
         for i, line in enumerate(f):
             if not line.strip():
                 continue
-            d = json.loads(line)
+            where = f"{path}:{i + 1}"
+            try:
+                d = json.loads(line.rstrip())
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(d, dict):
+                raise UsageError(f"{where}: expected a JSON object, got {type(d).__name__}")
             question = d.get("question", d.get("problem"))
             if question is None:
-                raise ValueError(f"{path}:{i + 1}: no 'question' or 'problem' field")
+                raise UsageError(f"{where}: no 'question' or 'problem' field")
             if "answer" in d and "####" not in str(d["answer"]):
                 solution, gold = d.get("solution", ""), str(d["answer"])          # ours (or MATH with answer)
             elif "####" in str(d.get("answer", "")):
@@ -144,14 +154,16 @@ def load_jsonl(path) -> list[dict]:
             elif "solution" in d:
                 solution, gold = d["solution"], extract_answer(d["solution"], last_number_fallback=False)  # MATH
             else:
-                raise ValueError(f"{path}:{i + 1}: no answer: need 'answer' or a 'solution' with \\boxed{{}}")
+                raise UsageError(f"{where}: no answer: need 'answer' or a 'solution' with \\boxed{{}}")
             if gold is None:
-                raise ValueError(f"{path}:{i + 1}: could not find the final answer in the solution")
+                raise UsageError(f"{where}: could not find the final answer in the solution")
             try:
                 check_gold(gold)
             except ValueError as e:
-                raise ValueError(f"{path}:{i + 1}: gold answer {gold!r} cannot be parsed: {e}") from None
+                raise UsageError(f"{where}: {e}") from None
             rows.append({"question": question, "answer": gold, "solution": solution})
+    if not rows:
+        raise UsageError(f"data file {path} holds no problems")
     return rows
 
 

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 import train
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
+from nanorlvr.common import UsageError
 from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.rl import Rollout, micro_batches, grpo_update
@@ -161,5 +162,7 @@ def test_train_py_under_two_ranks(two_ranks):
 def test_bad_world_splits_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(dist, "world", lambda: 3)
     monkeypatch.setattr(dist, "barrier", lambda: None)
-    with pytest.raises(ValueError, match="must split over 3 ranks"):
-        train.run(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--data_dir={tmp_path}/data"]), "cpu")
+    (tmp_path / "config.json").write_text("{}")  # a base folder (what the flags are checked against)
+    with pytest.raises(UsageError, match="--prompts_per_step=4: must be a multiple of the 3 ranks"):
+        train.run(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--base_dir={tmp_path}",
+                                                                f"--data_dir={tmp_path}/data"]), "cpu")

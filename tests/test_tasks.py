@@ -1,10 +1,12 @@
 """The synthetic task and the jsonl loaders."""
 import json
 import random
+import re
 from fractions import Fraction
 
 import pytest
 
+from nanorlvr.common import UsageError
 from nanorlvr.tasks import TaskConfig, generate_splits, load_jsonl, make_problem, write_jsonl
 
 
@@ -44,12 +46,35 @@ def test_loads_gsm8k_and_math_style_files(tmp_path):
     assert load_jsonl(tmp_path / "math.jsonl")[0]["answer"] == "\\frac{1}{2}"
 
 
-def test_unparseable_gold_is_an_error_naming_the_line(tmp_path):
+@pytest.mark.parametrize("line, why", [
+    ('{"question": "q", "answer": "@@ ### @@", "solution": "s"}', r"gold answer cannot be parsed: '@@ ### @@'"),
+    ('{"question": "q", "answer": "1"', r"not valid JSON \(Expecting ',' delimiter at column 32\)"),
+    ('["q", "1"]', "expected a JSON object, got list"),
+    ('{"answer": "1"}', "no 'question' or 'problem' field"),
+    ('{"question": "q"}', "no answer: need 'answer' or a 'solution'"),
+    ('{"problem": "q", "solution": "no box here"}', "could not find the final answer"),
+])
+def test_a_bad_line_is_a_usage_error_naming_file_and_line(tmp_path, line, why):
+    # line 2 is bad (line 3 is blank, line 4 good): the message points at the line, not at the parser's insides
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n" +
-                    json.dumps({"question": "q", "answer": "@@ ### @@", "solution": "s"}) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl:2"):
+    path.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n" + line + "\n\n" +
+                    json.dumps({"question": "q", "answer": "2"}) + "\n")
+    with pytest.raises(UsageError, match=f"^{re.escape(str(path))}:2: {why}"):
         load_jsonl(path)
+
+
+def test_a_missing_or_empty_data_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_jsonl(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(UsageError, match="holds no problems"):
+        load_jsonl(tmp_path / "empty.jsonl")
+
+
+def test_too_many_toy_problems_for_the_task_is_a_usage_error():
+    # 1 op on 1..2 has 2 x 2 x 4 (+-*/) = 16 questions at most: 50 cannot be found
+    with pytest.raises(UsageError, match="--n_ops or --max_num"):
+        generate_splits(TaskConfig(n_ops=1, max_num=2), 50, 5)
 
 
 def test_p_direct_mixes_bare_answers_without_changing_the_problems():

@@ -57,8 +57,10 @@ def test_sft_micro_batches_compute_the_whole_batch_loss(base, tmp_path, capsys):
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(base, tmp_path):
     grpo(base, tmp_path / "a", "--steps=4", "--save_every=2")
-    grpo(base, tmp_path / "b", "--steps=4", "--save_every=2", "--halt_after=2")  # "killed" after step 2
+    grpo(base, tmp_path / "b", "--steps=4", "--save_every=2", "--halt_after=3")  # "killed" after step 3, saved at 2
     grpo(base, tmp_path / "b", "--steps=4", "--save_every=2", "--resume=true")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b/grpo/metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4, 4]  # base eval, one row per step (the replayed step 3 once), final eval
     a, b = weights(tmp_path / "a/grpo/step_000004"), weights(tmp_path / "b/grpo/step_000004")
     assert not all(torch.equal(a[k], weights(tmp_path / "a/grpo/step_000000")[k]) for k in a), "training changed nothing"
     for k in a:
