@@ -182,8 +182,9 @@ def sample_prompts(cfg, model, pair, fmt):
         log(f"correct: {sum(ok[i] for i in known)}/{len(known)}")
 
 
-def main():
-    cfg = parse_config(SampleConfig, description=__doc__.strip().split("\n\n")[0])
+@torch.no_grad()
+def main(argv=None):
+    cfg = parse_config(SampleConfig, argv, description=__doc__.strip().split("\n\n")[0])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -208,5 +209,4 @@ def main():
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     run_main(main)

@@ -96,9 +96,10 @@ def plot_hist(path, series, title, xlabel, bins=50, range=None, logy=False):
         if len(x):
             ax.hist(x.double().numpy(), bins=edges, density=True, alpha=0.5, label=f"{label} (n={len(x)})")
     ax.set(title=title, xlabel=xlabel, ylabel="density")
-    if logy:
+    if logy and xs:
         ax.set_yscale("log")
-    ax.legend()
+    if xs:  # an empty plot (e.g. no probe token moved) gets no legend
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
