@@ -7,6 +7,10 @@ How a problem becomes a prompt, and a completion becomes text: one small object 
 Both have `.encode(question) -> ids`, `.stop_ids` (any of them ends a completion), `.decode(ids) -> text`
 (special tokens dropped) and `.target(solution) -> ids` (an SFT target, the end token included).
 rollout / evaluate / SFT take one of these instead of calling the toy `encode_prompt` directly.
+
+`format_for(checkpoint)` returns the format of any checkpoint folder (from its nanorlvr.json, written by
+train.py, or its tokenizer files); `held_out_for` its run's held-out problems. Nothing else tells the toy
+from a real model.
 """
 import json
 from pathlib import Path
