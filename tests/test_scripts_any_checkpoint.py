@@ -21,7 +21,7 @@ import sample
 import train
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import rl
-from nanorlvr.common import UsageError
+from nanorlvr.common import UsageError, parse_config
 from nanorlvr.prompts import ChatFormat, ToyFormat, format_for, held_out_for
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 
@@ -113,14 +113,14 @@ def test_chat_prompt_greedy_answer_is_transformers_greedy_generate(model_dir, ca
     fmt = format_for(model_dir)
     assert isinstance(fmt, ChatFormat) and fmt.style == "qwen"
     out = sample_main(capsys, f"--ckpt={model_dir}", "--prompt=What is 7+5?", "--temperature=0", "--max_new_tokens=20")
-    printed = out.split("--- sample 0")[1].split("\n", 1)[1].rstrip("\n")
+    printed = out.split("--- sample 0")[1].split("\n", 1)[1]
     hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = fmt.encode("What is 7+5?")
     with torch.no_grad():
         new = hf.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False, eos_token_id=fmt.stop_ids,
                           pad_token_id=fmt.stop_ids[0])[0, len(ids):].tolist()
     assert "--- sample 1" not in out  # greedy: one sample
-    assert printed == fmt.decode(new)
+    assert printed.rstrip("\n") == fmt.decode(new).rstrip("\n")  # log() ends the text with one newline
 
 
 def test_sample_eval_defaults_to_the_runs_held_out_problems_and_budget(grpo_run, capsys, tmp_path):
@@ -257,6 +257,14 @@ def test_unknown_flags_and_bad_values(broken):
     assert "--base and --rl required" in errors(analyze.main, "dlogp")
     assert "--extrapolate must be" in errors(sample.main, "--extrapolate=weights", "--eval=1")
     assert "give --prompt" in errors(sample.main)
+    assert "invalid choice: 'dlogq'" in errors(analyze.main, "dlogq")
+
+
+def test_subcommands_parse_into_their_own_dataclass():
+    cfg = parse_config(analyze.COMMANDS, ["rank1", "--base=a", "--rl=b", "--rank=2", "--k=0"])
+    assert type(cfg) is analyze.Rank1 and (cfg.base, cfg.rl, cfg.rank, cfg.k, cfg.n_eval) == ("a", "b", 2, 0, 500)
+    with pytest.raises(UsageError, match="unrecognized arguments: --rank=2"):  # rank1's flag, not alpharl's
+        parse_config(analyze.COMMANDS, ["alpharl", "--run=r", "--rank=2"])
 
 
 @pytest.mark.parametrize("script", ["sample.py", "analyze.py"])
