@@ -146,10 +146,12 @@ def weight_linearity(paths, steps, seed=0):
     return r2, counts
 
 
-def probe_responses(model, fmt, problems, max_new_tokens, temperature, seed):
-    """(prompts, completions): one response per problem sampled once from `model` (the base)."""
+def probe_responses(model, fmt, problems, max_new_tokens, temperature, seed, batch_size=None):
+    """(prompts, completions): one response per problem sampled once from `model` (the base), batch_size rows
+    at a time (the KV cache of all n_probe rows at once would outweigh a small model)."""
     prompts = [fmt.encode(p["question"]) for p in problems]
-    g = generate(model, prompts, max_new_tokens, temperature=temperature, seed=seed, stop_ids=fmt.stop_ids)
+    g = generate(model, prompts, max_new_tokens, temperature=temperature, seed=seed, stop_ids=fmt.stop_ids,
+                 batch_size=batch_size)
     return prompts, g.tokens
 
 
@@ -192,8 +194,9 @@ def run_linearity(run_dir, out, fmt, problems, device="cpu", max_new_tokens=64, 
     rss_weights = peak_rss_mb()
     log(f"log-probs of {len(problems)} base-sampled probe responses ...")
     base = ckpt.load_model(paths[0], device).eval()
-    prompts, completions = probe_responses(base, fmt, problems, max_new_tokens, temperature, seed)
+    prompts, completions = probe_responses(base, fmt, problems, max_new_tokens, temperature, seed, batch_size)
     del base
+    rss_probe = peak_rss_mb()
     lp_r2, n_tok, n_kept = logprob_linearity(paths, steps, prompts, completions, device, batch_size, seed=seed)
     report = {
         "run": str(run_dir), "steps": steps,
@@ -203,7 +206,7 @@ def run_linearity(run_dir, out, fmt, problems, device="cpu", max_new_tokens=64, 
         "logprobs": {**summary_stats(lp_r2), "probe_responses": len(completions), "tokens": n_tok,
                      "tokens_kept": n_kept},
         "memory": {"model_mb": model_mb, "peak_rss_mb_before": rss_before, "peak_rss_mb_after_weights": rss_weights,
-                   "peak_rss_mb": peak_rss_mb()},
+                   "peak_rss_mb_after_probe": rss_probe, "peak_rss_mb": peak_rss_mb()},
     }
     hists = {"RL run": w_all}
     if control_dir:
@@ -220,7 +223,9 @@ def run_linearity(run_dir, out, fmt, problems, device="cpu", max_new_tokens=64, 
                f"({w['entries_kept']} of {w['entries_sampled']} sampled entries kept). Paper 2: peak ~0.9, > 70%.",
                f"Log-prob R^2: median {fnum(lp['median'])}, share > 0.7 {fnum(lp['share_above_0.7'])} "
                f"({n_kept} of {n_tok} probe tokens move by > 0.2).",
-               f"Peak RSS {mem['peak_rss_mb']:.0f} MiB (one checkpoint is {model_mb:.1f} MiB)."]
+               f"Peak RSS {mem['peak_rss_mb']:.0f} MiB, {mem['peak_rss_mb'] - rss_before:.0f} MiB above the "
+               f"{rss_before:.0f} MiB before the analysis = {(mem['peak_rss_mb'] - rss_before) / model_mb:.1f} "
+               f"checkpoints of {model_mb:.1f} MiB."]
     if control_dir:
         summary.append(f"Control run weight R^2: median {fnum(report['control_weights']['median'])} (Paper 2: SFT ~0.43).")
     return report, summary
