@@ -175,7 +175,7 @@ def load_problems(path, flag="--data"):
     from nanorlvr.tasks import load_jsonl
     try:
         return load_jsonl(path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UsageError) as e:
         raise UsageError(f"{flag}: {e}") from None
 
 

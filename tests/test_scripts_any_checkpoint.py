@@ -75,8 +75,8 @@ def grpo_run(model_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("grpo")
     (d / "data.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in PROBLEMS))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rl, "score", lambda toks, golds, decode, workers: ([i % 2 == 0 for i in range(len(toks))],
-                                                                      [decode(t) for t in toks]))
+        mp.setattr(rl, "score", lambda toks, golds, decode, *_, **__: ([i % 2 == 0 for i in range(len(toks))],
+                                                                       [decode(t) for t in toks]))
         train.main([f"--init_from={model_dir}", "--stage=grpo", f"--data={d / 'data.jsonl'}", "--n_eval=2",
                     "--eval_k=2", "--steps=3", "--save_every=1", "--prompts_per_step=2", "--group_size=2",
                     "--max_new_tokens=8", "--mask_truncated=false", "--lr=1e-3", "--device=cpu", "--threads=1",
