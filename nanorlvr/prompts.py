@@ -15,7 +15,10 @@ from a real model.
 import json
 from pathlib import Path
 
-from nanorlvr.tokenizer import encode_prompt, load_tokenizer, render_chat
+from nanorlvr.checkpoint import read_info
+from nanorlvr.common import UsageError
+from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
+from nanorlvr.tokenizer import encode_prompt, load_tokenizer, render_chat, toy_tokenizer
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 # per style: the token that ends an assistant turn, and the token that marks the style
@@ -113,7 +116,6 @@ def checkpoint_info(fmt, task: dict, max_new_tokens: int) -> dict:
 
 
 def _info(path: Path) -> dict:
-    from nanorlvr.checkpoint import read_info
     return read_info(path) or {}
 
 
@@ -125,8 +127,6 @@ def format_for(ckpt_dir, flag="--ckpt"):
     """The prompt format of any checkpoint folder: the one its nanorlvr.json records; for a plain Hugging
     Face dir, its tokenizer's chat template with the default system prompt; a checkpoint with neither
     nanorlvr.json nor tokenizer files but the toy's vocabulary size is an older toy checkpoint."""
-    from nanorlvr.common import UsageError
-    from nanorlvr.tokenizer import toy_tokenizer
     path = Path(ckpt_dir)
     prompt = _info(path).get("prompt")
     has_tokenizer = (path / "tokenizer.json").is_file()
@@ -149,7 +149,6 @@ def format_for(ckpt_dir, flag="--ckpt"):
 def format_for_pair(dir_a, dir_b, flags):
     """The prompt format of two checkpoints decoded together (that of dir_b, the trained one), after checking
     that they share one vocabulary: lock-step decoding mixes their logits token by token."""
-    from nanorlvr.common import UsageError
     fa, fb = format_for(dir_a, flags[0]), format_for(dir_b, flags[1])
     va, vb = _vocab_size(Path(dir_a)), _vocab_size(Path(dir_b))
     probe = "What is 7+5? Answer: \\boxed{12}"
@@ -171,8 +170,6 @@ def budget_for(ckpt_dir) -> int:
 
 def load_problems(path, flag="--data"):
     """tasks.load_jsonl, with a missing file or an unparseable gold answer reported as the user's mistake."""
-    from nanorlvr.common import UsageError
-    from nanorlvr.tasks import load_jsonl
     try:
         return load_jsonl(path)
     except (OSError, ValueError, UsageError) as e:
@@ -184,8 +181,6 @@ def held_out_for(ckpt_dir, n, data="", data_dir="data", flag="--ckpt"):
     wrote the checkpoint, as train.py evaluated on them (the toy's test split of its own task settings, the
     run's --test_data, or the last n_eval problems of its --data). A toy checkpoint older than nanorlvr.json
     gets the default toy task; a plain Hugging Face dir records no data, so it needs --data."""
-    from nanorlvr.common import UsageError
-    from nanorlvr.tasks import TaskConfig, ensure_toy_data
     if data:
         return load_problems(data)[:n]
     path = Path(ckpt_dir)
