@@ -75,6 +75,8 @@ class SampleConfig:
             raise UsageError("--sweep sweeps an extrapolation: give --extrapolate=logits or dlogp")
         if not (self.prompt or self.prompt_file or self.eval or self.sweep):
             raise UsageError("give --prompt, --prompt_file or --eval=N")
+        if self.prompt_file and not Path(self.prompt_file).is_file():
+            raise UsageError(f"--prompt_file: {self.prompt_file} does not exist")
         if self.num_samples < 1 or self.k < 0 or self.eval < 0 or self.max_new_tokens < 0 or self.temperature < 0:
             raise UsageError("need --num_samples >= 1, --k, --eval, --max_new_tokens and --temperature >= 0")
         if not 0 < self.top_p <= 1:

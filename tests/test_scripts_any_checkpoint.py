@@ -257,6 +257,7 @@ def test_unknown_flags_and_bad_values(broken):
     assert "--base and --rl required" in errors(analyze.main, "dlogp")
     assert "--extrapolate must be" in errors(sample.main, "--extrapolate=weights", "--eval=1")
     assert "give --prompt" in errors(sample.main)
+    assert "--prompt_file: nowhere.txt does not exist" in errors(sample.main, "--prompt_file=nowhere.txt")
     assert "invalid choice: 'dlogq'" in errors(analyze.main, "dlogq")
 
 
