@@ -7,78 +7,142 @@ report.json, PNG plots and summary.md into --out (default out/analysis/<subcomma
     python analyze.py extrapolate --run=out/grpo --t0=50 --t1=100 --alpha=1,1.5,2,3  # paper 2, Eq. 2
     python analyze.py rank1 --base=out/grpo/step_000000 --rl=out/grpo/step_000150    # paper 3: rank-1 model
     python analyze.py alpharl --run=out/grpo --window=2,3                            # paper 3: AlphaRL
+    python analyze.py dlogp --base=smollm2 --rl=out/smol --data=gsm8k_test.jsonl     # any checkpoints, any data
 
-Accuracy is avg@k on the first --n_eval held-out toy problems (greedy accuracy with --k=0).
+Any checkpoint works, the toy or a Hugging Face model: each is prompted in its own format, and accuracy is
+avg@k (greedy accuracy with --k=0) on the first --n_eval problems of --data, or by default on the held-out
+problems of the run that trained it (prompts.py: format_for, held_out_for).
 """
-import argparse
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from nanorlvr.common import log, pick_device, write_json
-from nanorlvr.tokenizer import toy_tokenizer
+from nanorlvr import checkpoint as ckpt
+from nanorlvr.common import UsageError, log, opt, parse_config, pick_device, run_main, write_json
+from nanorlvr.lockstep import GATES
+from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_for
 
 
-def floats(s):
-    return [float(x) for x in s.split(",") if x]
+def floats(s, flag):
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: expected comma-separated numbers, not {s!r}") from None
 
 
-def ints(s):
-    return [int(x) for x in s.split(",") if x]
+def ints(s, flag):
+    return [int(x) for x in floats(s, flag)]
 
 
-def build_parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", default="", help="output folder (default out/analysis/<subcommand>)")
-    common.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    common.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    common.add_argument("--data_dir", default="data", help="where the toy task's jsonl files are")
-    common.add_argument("--n_eval", type=int, default=500, help="held-out problems for accuracy")
-    common.add_argument("--k", type=int, default=8, help="samples per problem for avg@k (0: greedy accuracy)")
-    common.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    common.add_argument("--top_p", type=float, default=1.0, help="nucleus for sampling (paper 1 used 0.7)")
-    common.add_argument("--max_new_tokens", type=int, default=64, help="completion budget")
-    common.add_argument("--seed", type=int, default=1234,
-                        help="seed of sampling (1234 = train.py's evaluation) and of entry selection")
-    common.add_argument("--batch_size", type=int, default=32, help="sequences per teacher-forced forward")
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+@dataclass
+class Common:
+    """flags of every subcommand"""
+    out: str = opt("", "output folder (default out/analysis/<subcommand>)")
+    device: str = opt("auto", "auto | cpu | cuda | mps")
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+    data: str = opt("", "held-out problems: GSM8K / MATH / toy jsonl (empty: the held-out problems of the trained run)")
+    data_dir: str = opt("data", "where the toy task's jsonl files are (generated if missing)")
+    n_eval: int = opt(500, "held-out problems for accuracy")
+    k: int = opt(8, "samples per problem for avg@k (0: greedy accuracy)")
+    temperature: float = opt(1.0, "sampling temperature")
+    top_p: float = opt(1.0, "nucleus for sampling (paper 1 used 0.7)")
+    max_new_tokens: int = opt(0, "completion budget (0: the trained run's own, train.py's --max_new_tokens)")
+    seed: int = opt(1234, "seed of sampling (1234 = train.py's evaluation) and of entry selection")
+    batch_size: int = opt(32, "sequences per teacher-forced forward")
 
-    s = sub.add_parser("dlogp", parents=[common], help="paper 1: token metrics of base vs RL text, token replacement")
-    s.add_argument("--base", required=True, help="base checkpoint folder")
-    s.add_argument("--rl", required=True, help="RL checkpoint folder")
-    s.add_argument("--n_prompts", type=int, default=200, help="held-out prompts for the token metrics")
-    s.add_argument("--samples", type=int, default=4, help="responses per prompt from each model")
-    s.add_argument("--ratios", type=floats, default=floats("0.01,0.02,0.05,0.1,0.2,0.3,0.4"),
-                   help="target replacement ratios of the sweep ('' skips the replacement part)")
-    s.add_argument("--criteria", default="dlogp,kl,entropy,random", help="gate criteria to sweep")
+    def validate(self):
+        if self.k < 0 or self.n_eval < 1 or self.max_new_tokens < 0 or self.temperature < 0:
+            raise UsageError("need --k >= 0, --n_eval >= 1, --max_new_tokens >= 0 and --temperature >= 0")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top_p must be in (0, 1], not {self.top_p}")
 
-    s = sub.add_parser("linearity", parents=[common], help="paper 2: R^2 vs step of weights and log-probs")
-    s.add_argument("--run", required=True, help="run folder with step_* checkpoints")
-    s.add_argument("--n_probe", type=int, default=256, help="held-out prompts of the base-sampled log-prob probe")
-    s.add_argument("--control", default="", help="optional second run (e.g. SFT-like) for the weight R^2")
 
-    s = sub.add_parser("rank1", parents=[common], help="paper 3: norm-matched rank-k model and its recovery")
-    s.add_argument("--base", required=True, help="base checkpoint folder")
-    s.add_argument("--rl", required=True, help="RL checkpoint folder")
-    s.add_argument("--rank", type=int, default=1, help="k of the rank-k update")
+@dataclass
+class Dlogp(Common):
+    """paper 1: token metrics of base vs RL text, token replacement"""
+    base: str = opt("", "base checkpoint (a checkpoint folder, or a run folder: its last step)")
+    rl: str = opt("", "RL checkpoint (a checkpoint folder, or a run folder: its last step)")
+    n_prompts: int = opt(200, "held-out prompts for the token metrics")
+    samples: int = opt(4, "responses per prompt from each model")
+    ratios: str = opt("0.01,0.02,0.05,0.1,0.2,0.3,0.4", "target replacement ratios of the sweep ('' skips it)")
+    criteria: str = opt(",".join(GATES), "gate criteria to sweep")
 
-    s = sub.add_parser("alpharl", parents=[common], help="paper 3: predict the final model from an early window")
-    s.add_argument("--run", required=True, help="run folder with step_* checkpoints")
-    s.add_argument("--window", type=ints, default=ints("2"),
-                   help="window sizes K: checkpoints after step 0 used for the fit (comma list sweeps)")
-    s.add_argument("--add_to", default="w0", help="w0 (paper) | wk (authors' code: adds the update to W_K)")
-    s.add_argument("--with_w0", type=lambda v: v.lower() in ("1", "true", "yes"), default=False,
-                   help="also fit the point a = 0 at step 0")
+    def validate(self):
+        super().validate()
+        need(self, "base", "rl")
+        floats(self.ratios, "--ratios")
+        if not set(self.criteria.split(",")) <= set(GATES):
+            raise UsageError(f"--criteria: each of {', '.join(GATES)}, not {self.criteria!r}")
 
-    s = sub.add_parser("extrapolate", parents=[common], help="paper 2, Eq. 2: weight extrapolation sweep")
-    s.add_argument("--run", required=True, help="run folder with step_* checkpoints")
-    s.add_argument("--t0", type=int, required=True, help="earlier checkpoint step")
-    s.add_argument("--t1", type=int, required=True, help="later checkpoint step")
-    s.add_argument("--alpha", type=floats, default=floats("1,1.5,2,3"), help="extrapolation factors")
-    return p
+
+@dataclass
+class Linearity(Common):
+    """paper 2: R^2 vs step of weights and log-probs"""
+    run: str = opt("", "run folder with step_* checkpoints")
+    n_probe: int = opt(256, "held-out prompts of the base-sampled log-prob probe")
+    control: str = opt("", "optional second run (e.g. SFT-like) for the weight R^2")
+
+    def validate(self):
+        super().validate()
+        need(self, "run")
+
+
+@dataclass
+class Rank1(Common):
+    """paper 3: norm-matched rank-k model and its recovery"""
+    base: str = opt("", "base checkpoint (a checkpoint folder, or a run folder: its last step)")
+    rl: str = opt("", "RL checkpoint (a checkpoint folder, or a run folder: its last step)")
+    rank: int = opt(1, "k of the rank-k update")
+
+    def validate(self):
+        super().validate()
+        need(self, "base", "rl")
+        if self.rank < 1:
+            raise UsageError(f"--rank must be >= 1, not {self.rank}")
+
+
+@dataclass
+class AlphaRL(Common):
+    """paper 3: predict the final model from an early window"""
+    run: str = opt("", "run folder with step_* checkpoints")
+    window: str = opt("2", "window sizes K: checkpoints after step 0 used for the fit (comma list sweeps)")
+    add_to: str = opt("w0", "w0 (paper) | wk (authors' code: adds the update to W_K)")
+    with_w0: bool = opt(False, "also fit the point a = 0 at step 0")
+
+    def validate(self):
+        super().validate()
+        need(self, "run")
+        ints(self.window, "--window")
+        if self.add_to not in ("w0", "wk"):
+            raise UsageError(f"--add_to must be w0 or wk, not {self.add_to!r}")
+
+
+@dataclass
+class Extrapolate(Common):
+    """paper 2, Eq. 2: weight extrapolation sweep"""
+    run: str = opt("", "run folder with step_* checkpoints")
+    t0: int = opt(-1, "earlier checkpoint step")
+    t1: int = opt(-1, "later checkpoint step")
+    alpha: str = opt("1,1.5,2,3", "extrapolation factors")
+
+    def validate(self):
+        super().validate()
+        need(self, "run")
+        floats(self.alpha, "--alpha")
+        if not 0 <= self.t0 < self.t1:
+            raise UsageError(f"give the steps of two checkpoints, --t0 < --t1 (not {self.t0}, {self.t1})")
+
+
+COMMANDS = {"dlogp": Dlogp, "linearity": Linearity, "rank1": Rank1, "alpharl": AlphaRL, "extrapolate": Extrapolate}
+
+
+def need(cfg, *flags):
+    missing = [f"--{f}" for f in flags if not getattr(cfg, f)]
+    if missing:
+        raise UsageError(f"{' and '.join(missing)} required")
 
 
 def jsonable(x):
@@ -95,40 +159,55 @@ def jsonable(x):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    cfg = parse_config(COMMANDS, argv, description=__doc__.strip().split("\n\n")[0])
+    cmd = next(name for name, cls in COMMANDS.items() if type(cfg) is cls)
     from nanorlvr import analyses_weights as W  # after parsing: --help stays fast
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out or f"out/analysis/{args.cmd}")
-    out.mkdir(parents=True, exist_ok=True)
-    device, enc, t_start = pick_device(args.device), toy_tokenizer(), time.time()
-    problems = W.held_out(max(args.n_eval, getattr(args, "n_prompts", 0), getattr(args, "n_probe", 0)), args.data_dir)
-    evaluate_fn = W.make_evaluator(enc, problems[:args.n_eval], args.k, args.temperature, args.max_new_tokens,
-                                   args.top_p, args.seed)
-    log(f"analyze {args.cmd} on {device}, writing to {out}")
-    if args.cmd == "dlogp":
-        from nanorlvr.analyses_tokens import run_dlogp
-        report, summary = run_dlogp(args.base, args.rl, out, enc, problems[:args.n_prompts], evaluate_fn,
-                                    samples=args.samples, ratios=args.ratios, criteria=args.criteria.split(","),
-                                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                    top_p=args.top_p, k=args.k, seed=args.seed, batch_size=args.batch_size,
-                                    device=device)
-    elif args.cmd == "linearity":
-        report, summary = W.run_linearity(args.run, out, enc, problems[:args.n_probe], device, args.max_new_tokens,
-                                          args.temperature, args.seed, args.batch_size, args.control or None)
-    elif args.cmd == "rank1":
-        report, summary = W.run_rank1(args.base, args.rl, out, evaluate_fn, args.rank, device)
-    elif args.cmd == "alpharl":
-        report, summary = W.run_alpharl(args.run, out, evaluate_fn, args.window, args.add_to, args.with_w0, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # the trained checkpoint (the RL model, or the run's last step) says how to prompt and what to evaluate on
+    if hasattr(cfg, "base"):
+        base, rl = ckpt.resolve_checkpoint(cfg.base, "--base"), ckpt.resolve_checkpoint(cfg.rl, "--rl")
+        fmt, trained, flag = format_for_pair(base, rl, ("--base", "--rl")), rl, "--rl"
     else:
-        report, summary = W.run_extrapolate(args.run, out, evaluate_fn, args.t0, args.t1, args.alpha, device)
+        trained, flag = ckpt.resolve_checkpoint(cfg.run, "--run"), "--run"
+        ckpt.list_checkpoints(cfg.run)  # a step folder given as --run: a one-line error now, not later
+        fmt = format_for(trained, flag)
+    max_new_tokens = cfg.max_new_tokens or budget_for(trained)
+    out = Path(cfg.out or f"out/analysis/{cmd}")
+    out.mkdir(parents=True, exist_ok=True)
+    device, t_start = pick_device(cfg.device), time.time()
+    problems = held_out_for(trained, max(cfg.n_eval, getattr(cfg, "n_prompts", 0), getattr(cfg, "n_probe", 0)),
+                            cfg.data, cfg.data_dir, flag)
+    evaluate_fn = W.make_evaluator(fmt, problems[:cfg.n_eval], cfg.k, cfg.temperature, max_new_tokens, cfg.top_p,
+                                   cfg.seed)
+    log(f"analyze {cmd} on {device}, {len(problems[:cfg.n_eval])} problems, budget {max_new_tokens} tokens, "
+        f"writing to {out}")
+    if cmd == "dlogp":
+        from nanorlvr.analyses_tokens import run_dlogp
+        report, summary = run_dlogp(base, rl, out, fmt, problems[:cfg.n_prompts], evaluate_fn,
+                                    samples=cfg.samples, ratios=floats(cfg.ratios, "--ratios"),
+                                    criteria=cfg.criteria.split(","), max_new_tokens=max_new_tokens,
+                                    temperature=cfg.temperature, top_p=cfg.top_p, k=cfg.k, seed=cfg.seed,
+                                    batch_size=cfg.batch_size, device=device)
+    elif cmd == "linearity":
+        report, summary = W.run_linearity(cfg.run, out, fmt, problems[:cfg.n_probe], device, max_new_tokens,
+                                          cfg.temperature, cfg.seed, cfg.batch_size, cfg.control or None)
+    elif cmd == "rank1":
+        report, summary = W.run_rank1(base, rl, out, evaluate_fn, cfg.rank, device)
+    elif cmd == "alpharl":
+        report, summary = W.run_alpharl(cfg.run, out, evaluate_fn, ints(cfg.window, "--window"), cfg.add_to,
+                                        cfg.with_w0, device)
+    else:
+        report, summary = W.run_extrapolate(cfg.run, out, evaluate_fn, cfg.t0, cfg.t1, floats(cfg.alpha, "--alpha"),
+                                            device)
     seconds = time.time() - t_start
-    write_json(out / "report.json", jsonable({"command": args.cmd, "args": vars(args), **report, "seconds": seconds}))
-    text = f"# analyze.py {args.cmd}\n\n" + "\n".join(f"- {line}" for line in summary) + "\n"
+    write_json(out / "report.json", jsonable({"command": cmd, "args": asdict(cfg), "max_new_tokens": max_new_tokens,
+                                              **report, "seconds": seconds}))
+    text = f"# analyze.py {cmd}\n\n" + "\n".join(f"- {line}" for line in summary) + "\n"
     (out / "summary.md").write_text(text)
     log(text + f"\n{seconds:.0f}s; report in {out / 'report.json'}")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

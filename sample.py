@@ -1,9 +1,13 @@
 """
 Sample from a checkpoint, or from two checkpoints decoded in lock-step with logit extrapolation, and
-measure held-out accuracy on the toy task.
+measure held-out accuracy. Any checkpoint works, the toy or a Hugging Face model: each is prompted in its
+own format (the toy's, or its chat template), and evaluated by default on the held-out problems of the run
+that trained it (prompts.py: format_for, held_out_for).
 
     python sample.py --ckpt=out/grpo --prompt="(3+4)*5" --answer=35              # a run dir: its last step
+    python sample.py --ckpt=SmolLM2-135M-Instruct --prompt="What is 7+5?" --temperature=0
     python sample.py --ckpt=out/grpo --eval=200 --k=8 --out=eval.json
+    python sample.py --ckpt=out/smol --eval=50 --data=gsm8k_test.jsonl            # any GSM8K / MATH / toy jsonl
     python sample.py --extrapolate=logits --ckpt0=out/grpo/step_000050 --ckpt1=out/grpo --alpha=1.5 --eval=200
     python sample.py --extrapolate=dlogp --base=out/base --rl=out/grpo --gamma=0.1 --tau=-0.3 --eval=200
     python sample.py --extrapolate=dlogp --replace_only=true ...   (gamma 0: replace from the RL model)
@@ -17,31 +21,31 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import log, opt, parse_config, pick_device, run_main, write_json
+from nanorlvr.common import UsageError, log, opt, parse_config, pick_device, run_main, write_json
 from nanorlvr.engine import generate
 from nanorlvr.evaluate import evaluate, score
-from nanorlvr.lockstep import generate_lockstep, lockstep_generate_fn
-from nanorlvr.tasks import ensure_toy_data, load_jsonl
-from nanorlvr.tokenizer import encode_prompt, toy_tokenizer
+from nanorlvr.lockstep import GATES, generate_lockstep, lockstep_generate_fn, replacement_ratio
+from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_for, load_problems
 
 
 @dataclass
 class SampleConfig:
-    ckpt: str = opt("out/grpo", "checkpoint folder, or a run folder (its last step) for plain sampling")
-    prompt: str = opt("", "a question, e.g. (3+4)*5")
+    ckpt: str = opt("out/grpo", "checkpoint: a checkpoint folder (a HF dir too), or a run folder (its last step)")
+    prompt: str = opt("", "a question, e.g. (3+4)*5, rendered in the model's prompt format (chat template)")
     prompt_file: str = opt("", "questions, one per line (or a .jsonl of problems, with their answers)")
     answer: str = opt("", "gold answer of --prompt: each completion is verified against it")
-    num_samples: int = opt(4, "completions per prompt")
+    num_samples: int = opt(4, "completions per prompt (1 when greedy)")
     temperature: float = opt(1.0, "sampling temperature (0: greedy)")
     top_p: float = opt(1.0, "nucleus")
-    max_new_tokens: int = opt(64, "completion budget")
+    max_new_tokens: int = opt(0, "completion budget (0: the trained run's own, train.py's --max_new_tokens)")
     seed: int = opt(1234, "sampling seed")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     device: str = opt("auto", "auto | cpu | cuda | mps")
     batch_size: int = opt(512, "rows decoded at once")
     # evaluation
-    eval: int = opt(0, "evaluate on this many held-out toy problems (0: sample the prompts instead)")
+    eval: int = opt(0, "evaluate on this many held-out problems (0: sample the prompts instead)")
     k: int = opt(8, "samples per problem for avg@k / pass@k")
+    data: str = opt("", "problems to evaluate on: GSM8K / MATH / toy jsonl (empty: the trained run's held-out ones)")
     data_dir: str = opt("data", "where the toy task's jsonl files live (generated if missing)")
     out: str = opt("", "write the evaluation (or sweep) as json here")
     # lock-step extrapolation
@@ -62,19 +66,30 @@ class SampleConfig:
     gamma_sweep: str = opt("", "dlogp: gammas of the sweep (default: --gamma)")
     tau_sweep: str = opt("", "dlogp: taus of the sweep (default: --tau)")
 
+    def validate(self):
+        if self.extrapolate not in ("none", "logits", "dlogp"):
+            raise UsageError(f"--extrapolate must be none, logits or dlogp, not {self.extrapolate!r}")
+        if self.gate not in GATES:
+            raise UsageError(f"--gate must be one of {', '.join(GATES)}, not {self.gate!r}")
+        if self.sweep and self.extrapolate == "none":
+            raise UsageError("--sweep sweeps an extrapolation: give --extrapolate=logits or dlogp")
+        if not (self.prompt or self.prompt_file or self.eval or self.sweep):
+            raise UsageError("give --prompt, --prompt_file or --eval=N")
+        if self.prompt_file and not Path(self.prompt_file).is_file():
+            raise UsageError(f"--prompt_file: {self.prompt_file} does not exist")
+        if self.num_samples < 1 or self.k < 0 or self.eval < 0 or self.max_new_tokens < 0 or self.temperature < 0:
+            raise UsageError("need --num_samples >= 1, --k, --eval, --max_new_tokens and --temperature >= 0")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top_p must be in (0, 1], not {self.top_p}")
+        for flag in ("alpha_sweep", "gamma_sweep", "tau_sweep"):
+            floats(getattr(self, flag), f"--{flag}")
 
-def resolve(path):
-    """A checkpoint folder, or a run folder's last checkpoint."""
-    p = Path(path)
-    return p if (p / "config.json").exists() else ckpt.list_checkpoints(p)[-1][1]
 
-
-def load(path, device):
-    return ckpt.load_model(resolve(path), device=device).eval()
-
-
-def floats(s):
-    return [float(x) for x in s.split(",") if x.strip()]
+def floats(s, flag="a sweep"):
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: expected comma-separated numbers, not {s!r}") from None
 
 
 def settings(cfg):
@@ -90,16 +105,16 @@ def settings(cfg):
             for g in gammas for t in taus]
 
 
-def plain_fn(model, cfg, eot):
+def plain_fn(model, cfg, fmt):
     return lambda ps, temp, seed: generate(model, ps, cfg.max_new_tokens, temperature=temp, top_p=cfg.top_p,
-                                           stop_ids=[eot], seed=seed, batch_size=cfg.batch_size)
+                                           stop_ids=fmt.stop_ids, seed=seed, batch_size=cfg.batch_size)
 
 
-def run_eval(model, generate_fn, problems, cfg, enc, stats=None):
-    r = evaluate(model, enc, problems, k=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+def run_eval(model, generate_fn, problems, cfg, fmt, calls=None):
+    r = evaluate(model, fmt, problems, k=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                  seed=cfg.seed, generate_fn=generate_fn)
-    if stats is not None:
-        r["replacement_ratio"] = stats.get("fired", 0) / max(1, stats.get("tokens", 0))
+    if calls is not None:
+        r["replacement_ratio"] = replacement_ratio(calls)
     return r
 
 
@@ -110,19 +125,18 @@ def summary(label, r, k):
     return s + (f"  replaced {r['replacement_ratio']:.3f}" if "replacement_ratio" in r else "")
 
 
-def evaluate_all(cfg, model, pair, enc):
+def evaluate_all(cfg, model, pair, fmt, problems):
     """One evaluation per setting (plus plain reference rows in a sweep); a markdown table if sweeping."""
-    problems = load_jsonl(ensure_toy_data(cfg.data_dir)[1])[:cfg.eval or 200]
-    eot, rows = enc.eot_token, []
+    rows = []
     if pair is None or cfg.sweep:  # plain sampling: the model, or both models as the sweep's reference rows
         for name, m in ([("plain", model)] if pair is None else [("plain a", pair[0]), ("plain b", pair[1])]):
-            rows.append((name, run_eval(m, plain_fn(m, cfg, eot), problems, cfg, enc)))
+            rows.append((name, run_eval(m, plain_fn(m, cfg, fmt), problems, cfg, fmt)))
             log(summary(*rows[-1], cfg.k))
     for label, kw in (settings(cfg) if pair is not None else []):
-        stats = {} if kw.get("gate") else None  # the replacement ratio means something only when gated
-        fn = lockstep_generate_fn(*pair, max_new_tokens=cfg.max_new_tokens, stop_ids=[eot], top_p=cfg.top_p,
-                                  batch_size=cfg.batch_size, stats=stats, **kw)
-        rows.append((label, run_eval(model, fn, problems, cfg, enc, stats)))
+        calls = [] if kw.get("gate") else None  # the replacement ratio means something only when gated
+        fn = lockstep_generate_fn(*pair, max_new_tokens=cfg.max_new_tokens, stop_ids=fmt.stop_ids, top_p=cfg.top_p,
+                                  batch_size=cfg.batch_size, calls=calls, **kw)
+        rows.append((label, run_eval(model, fn, problems, cfg, fmt, calls)))
         log(summary(*rows[-1], cfg.k))
     if cfg.sweep:
         k = cfg.k
@@ -134,21 +148,20 @@ def evaluate_all(cfg, model, pair, enc):
         write_json(cfg.out, {"config": asdict(cfg), "results": [dict(setting=lb, **r) for lb, r in rows]})
 
 
-def sample_prompts(cfg, model, pair, enc):
+def sample_prompts(cfg, model, pair, fmt):
     """Print num_samples completions of each prompt, verified when a gold answer is known."""
     if cfg.prompt_file.endswith(".jsonl"):
-        problems = load_jsonl(cfg.prompt_file)
+        problems = load_problems(cfg.prompt_file, "--prompt_file")
     elif cfg.prompt_file:
         lines = Path(cfg.prompt_file).read_text().splitlines()
         problems = [{"question": q.strip(), "answer": ""} for q in lines if q.strip()]
-    elif cfg.prompt:
-        problems = [{"question": cfg.prompt, "answer": cfg.answer}]
     else:
-        raise SystemExit("give --prompt, --prompt_file or --eval")
-    n, eot = cfg.num_samples, enc.eot_token
-    prompts = [encode_prompt(enc, p["question"]) for p in problems for _ in range(n)]
+        problems = [{"question": cfg.prompt, "answer": cfg.answer}]
+    n = 1 if cfg.temperature == 0 else cfg.num_samples  # greedy: every sample would be the same
+    prompts = [fmt.encode(p["question"]) for p in problems for _ in range(n)]
     golds = [p["answer"] for p in problems for _ in range(n)]
-    kw = dict(temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=[eot], seed=cfg.seed, batch_size=cfg.batch_size)
+    kw = dict(temperature=cfg.temperature, top_p=cfg.top_p, stop_ids=fmt.stop_ids, seed=cfg.seed,
+              batch_size=cfg.batch_size)
     if pair is None:
         g = generate(model, prompts, cfg.max_new_tokens, **kw)
     else:
@@ -157,41 +170,46 @@ def sample_prompts(cfg, model, pair, enc):
     ok = [None] * len(prompts)
     known = [i for i, a in enumerate(golds) if a]
     if known:
-        for i, v in zip(known, score([g.tokens[i] for i in known], [golds[i] for i in known], enc)[0]):
+        for i, v in zip(known, score([g.tokens[i] for i in known], [golds[i] for i in known], fmt.decode,
+                                     truncated=g.truncated[known])[0]):
             ok[i] = v
     for i, toks in enumerate(g.tokens):
         if i % n == 0:
             log(f"\n### {problems[i // n]['question']}")
         mark = "" if ok[i] is None else ("  [correct]" if ok[i] else "  [wrong]")
         log(f"--- sample {i % n}{' (truncated)' if g.truncated[i] else ''}{mark}")
-        log(enc.decode([t for t in toks if t < eot]))
+        log(fmt.decode(toks))
     if pair is not None and setting.get("gate"):
         log(f"\n{label}: the gate fired at {g.replacement_ratio:.3f} of the generated positions")
     if known:
         log(f"correct: {sum(ok[i] for i in known)}/{len(known)}")
 
 
-def main():
-    cfg = parse_config(SampleConfig, description=__doc__.strip().split("\n\n")[0])
-    if cfg.extrapolate not in ("none", "logits", "dlogp"):
-        raise SystemExit(f"--extrapolate must be none, logits or dlogp, not {cfg.extrapolate!r}")
+@torch.no_grad()
+def main(argv=None):
+    cfg = parse_config(SampleConfig, argv, description=__doc__.strip().split("\n\n")[0])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device, enc = pick_device(cfg.device), toy_tokenizer()
+    device = pick_device(cfg.device)
+    # the checkpoints, and the trained one's prompt format: both of a pair must share one vocabulary
     if cfg.extrapolate == "none":
-        pair, model = None, load(cfg.ckpt, device)
-        log(f"model {resolve(cfg.ckpt)}")
+        trained, flag = ckpt.resolve_checkpoint(cfg.ckpt, "--ckpt"), "--ckpt"
+        fmt, paths = format_for(trained, flag), [trained]
     else:
-        a, b = (cfg.ckpt0, cfg.ckpt1) if cfg.extrapolate == "logits" else (cfg.base, cfg.rl)
-        pair = (load(a, device), load(b, device))
-        model = pair[1]
-        log(f"model a {resolve(a)}, model b {resolve(b)}")
-    if cfg.eval or cfg.sweep:
-        evaluate_all(cfg, model, pair, enc)
+        flags = ("--ckpt0", "--ckpt1") if cfg.extrapolate == "logits" else ("--base", "--rl")
+        paths = [ckpt.resolve_checkpoint(getattr(cfg, f[2:]), f) for f in flags]
+        fmt, trained, flag = format_for_pair(*paths, flags), paths[1], flags[1]
+    cfg.max_new_tokens = cfg.max_new_tokens or budget_for(trained)
+    problems = held_out_for(trained, cfg.eval or 200, cfg.data, cfg.data_dir, flag) if cfg.eval or cfg.sweep else None
+    models = [ckpt.load_model(p, device=device).eval() for p in paths]
+    pair, model = (None, models[0]) if len(models) == 1 else (tuple(models), models[1])
+    log(f"model{'s' if pair else ''} {', '.join(map(str, paths))}: {type(fmt).__name__}, "
+        f"{cfg.max_new_tokens} new tokens at most")
+    if problems is not None:
+        evaluate_all(cfg, model, pair, fmt, problems)
     else:
-        sample_prompts(cfg, model, pair, enc)
+        sample_prompts(cfg, model, pair, fmt)
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     run_main(main)

@@ -17,7 +17,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import rl_extra_jump
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, split_holdout
+from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
 from nanorlvr.rl import grpo_update, micro_batches, packed_rows, rollout
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 from nanorlvr.tokenizer import toy_tokenizer
@@ -82,7 +82,7 @@ class TrainConfig:
     steps: int = opt(150, "GRPO steps (real + RL-Extra virtual steps)")
     prompts_per_step: int = opt(32, "P: prompts per step")
     group_size: int = opt(8, "G: samples per prompt")
-    max_new_tokens: int = opt(48, "completion budget (longer ones are truncated)")
+    max_new_tokens: int = opt(48, "completion budget of rollouts and evaluations alike (longer ones are truncated)")
     temperature: float = opt(1.0, "rollout temperature")
     top_p: float = opt(1.0, "rollout nucleus (old log-probs are then recomputed on the full distribution)")
     lr: float = opt(1e-4, "GRPO learning rate (AdamW); 2e-4 made greedy accuracy fall on the toy")
@@ -104,7 +104,8 @@ class TrainConfig:
     grad_clip: float = opt(1.0, "max gradient norm")
     reweight: str = opt("none", "none | lowprob (paper 1: w = 1 + c(1 - p_old)) | dominate (w = 1 - c + c p_old)")
     reweight_c: float = opt(0.2, "c of the token reweighting")
-    rl_extra: str = opt("", "m,n: paper 2's RL-Extra, m real steps then a jump of n virtual ones")
+    rl_extra: str = opt("", "m,n: paper 2's RL-Extra, m real steps then a jump of n virtual ones "
+                       "(the last jump shortened to end at --steps)")
     rl_extra_optimizer: str = opt("reset", "reset | keep the optimizer state after each RL-Extra jump")
     save_every: int = opt(10, "checkpoint every this many steps (and step 0 and the last)")
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
@@ -185,7 +186,8 @@ def eval_line(name, r, k):
 
 def eval_settings(cfg, test):
     questions = hashlib.md5("\n".join(p["question"] for p in test).encode()).hexdigest()
-    return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature}
+    return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature,
+            "max_new_tokens": cfg.max_new_tokens}
 
 
 def read_json(path):
@@ -202,12 +204,23 @@ def static_decode(cfg, model):
     return cfg.cuda_graph and next(model.parameters()).is_cuda
 
 
-def run_eval(cfg, model, enc, fmt, test):
-    """evaluate() on this rank's share of the held-out problems, combined over ranks."""
-    kw = dict(max_new_tokens=cfg.max_new_tokens, fmt=fmt, batch_size=cfg.gen_batch or 1024) if cfg.init_from or cfg.data else {}
-    r = evaluate(model, enc, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature,
-                 static=static_decode(cfg, model), **kw)
+def run_eval(cfg, model, fmt, test):
+    """evaluate() on this rank's share of the held-out problems, combined over ranks. The completion budget is
+    the rollouts' (--max_new_tokens): a completion the rollouts would truncate is not scored here either."""
+    r = evaluate(model, fmt, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature,
+                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch or 1024, static=static_decode(cfg, model))
     return dist.combine_evals(r)
+
+
+def run_info(cfg, fmt):
+    """nanorlvr.json of every checkpoint this run writes: its prompt format, task and budget (prompts.py), so
+    that sample.py and analyze.py prompt and evaluate it as this run did."""
+    if cfg.data:
+        task = {"data": str(Path(cfg.data).resolve()), "n_eval": cfg.n_eval,
+                "test_data": str(Path(cfg.test_data).resolve()) if cfg.test_data else ""}
+    else:
+        task = {"toy": asdict(toy_task(cfg)), "n_train": cfg.n_train, "n_test": max(cfg.n_test, cfg.n_eval)}
+    return checkpoint_info(fmt, task, cfg.max_new_tokens)
 
 
 def train_sft(cfg, device, enc, train, test, fmt, precision):
@@ -242,9 +255,9 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
         if step % 50 == 0 or step == cfg.sft_steps - 1:
             log(f"sft {step:5d}/{cfg.sft_steps} loss {total:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"elapsed {fmt_secs(prog.elapsed())} eta {prog.eta(step)}")
-    r = run_eval(cfg, sampler.get(), enc, fmt, test)
+    r = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line("SFT base", r, cfg.eval_k))
-    ckpt.save_model(model, cfg.base_dir, tokenizer_dir=cfg.init_from or None)
+    ckpt.save_model(model, cfg.base_dir, tokenizer_dir=cfg.init_from or None, info=run_info(cfg, fmt))
     write_json(Path(cfg.base_dir) / "eval.json", {**r, "sft_seconds": prog.elapsed(), "settings": eval_settings(cfg, test)})
     return model, r
 
@@ -270,17 +283,19 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         segment_start, base_eval = state.get("segment_start"), state.get("base_eval")
         if main_rank:  # the steps after the checkpoint are replayed: drop their rows, so each is logged once
             ckpt.rewind_metrics(run_dir, step)
+        if segment_start is not None:  # the state was loaded to the CPU: the next jump needs it next to the weights
+            segment_start = (segment_start[0], {k: v.to(device) for k, v in segment_start[1].items()})
         log(f"resumed {run_dir} at step {step}")
     else:
         if cfg.resume:
             log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
         if main_rank:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir)
+            ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
         base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
         # (one without a truncated share is from before truncated answers scored 0: evaluate again)
         if not base_eval or base_eval.get("settings") != eval_settings(cfg, test) or "truncated" not in base_eval:
-            base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), enc, fmt, test)
+            base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
@@ -303,9 +318,9 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         if len(batch) < P:
             batch += [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1))[:P - len(batch)].tolist()]
         batch = batch[dist.rank() * P // W:(dist.rank() + 1) * P // W]  # whole groups per rank
-        roll = rollout(sampler.get(), enc, batch, G, cfg.max_new_tokens, cfg.temperature,
+        roll = rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
                        seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p, workers=cfg.verify_workers,
-                       fmt=fmt, batch_size=cfg.gen_batch or None, static=static_decode(cfg, model))
+                       batch_size=cfg.gen_batch or None, static=static_decode(cfg, model))
         t1 = time.time()
         stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1
@@ -321,12 +336,13 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             log(f"warning: step {step}: {stats['skipped']}")
         if row["truncated"] > 0.5:
             log(f"warning: step {step}: {row['truncated']:.0%} of samples truncated: raise --max_new_tokens")
-        if m and real_steps % m == 0:  # paper 2, Eq. 3: jump n virtual steps along the last segment's direction
+        jump = min(n, cfg.steps - step)  # the last jump stops at --steps: the checkpoint's step is its true one
+        if m and real_steps % m == 0 and jump:  # paper 2, Eq. 3: jump along the last segment's direction
             s0, sd0 = segment_start
-            model.load_state_dict(rl_extra_jump(sd0, model.state_dict(), m, n))
+            model.load_state_dict(rl_extra_jump(sd0, model.state_dict(), m, jump))
             if cfg.rl_extra_optimizer == "reset":
                 optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, 0, cfg.steps, cfg.schedule)
-            step = min(step + n, cfg.steps)
+            step += jump
             row["rl_extra_jump_to"] = step
             segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         log(f"step {step:4d}/{cfg.steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} len {row['len']:.1f} "
@@ -336,21 +352,25 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         if stats.get("zero_var_frac", 0) == 1.0:
             log(f"warning: step {step}: every group has equal rewards: zero gradient (task too easy or too hard?)")
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            row["eval"] = run_eval(cfg, sampler.get(), enc, fmt, test)
+            row["eval"] = run_eval(cfg, sampler.get(), fmt, test)
             log(eval_line(f"step {step}", row["eval"], cfg.eval_k))
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", row)
         if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or "rl_extra_jump_to" in row):
-            ckpt.save_model(model, ckpt.step_dir(run_dir, step), tokenizer_dir=tok_dir)
+            ckpt.save_model(model, ckpt.step_dir(run_dir, step), tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
             ckpt.save_trainer_state({"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
                                      "segment_start": segment_start, "base_eval": base_eval, "config": vars(cfg)}, run_dir)
-    final_eval = run_eval(cfg, sampler.get(), enc, fmt, test)
+    final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
         append_jsonl(run_dir / "metrics.jsonl", {"step": step, "eval": final_eval})
         log(f"training curves in {plot_curves(run_dir)}")
     return base_eval, final_eval, real_steps
+
+
+def toy_task(cfg):
+    return TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
 
 
 def load_task(cfg):
@@ -365,7 +385,7 @@ def load_task(cfg):
             raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to hold out "
                              "that many for evaluation: pass --test_data or a smaller --n_eval")
         return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
-    task = TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
+    task = toy_task(cfg)
     if dist.is_main():  # one writer
         ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
     dist.barrier()

@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyses_weights import fmt, plot_hist, plot_lines
+from nanorlvr.analyses_weights import fnum, plot_hist, plot_lines
 from nanorlvr.analysis import histogram_overlap, separability, token_metrics
 from nanorlvr.common import Progress, log
 from nanorlvr.engine import generate, pack
-from nanorlvr.lockstep import GATES, lockstep_generate_fn
-from nanorlvr.tokenizer import encode_prompt
+from nanorlvr.lockstep import GATES, lockstep_generate_fn, replacement_ratio
 
 METRICS = ("dlogp", "kl", "entropy_base", "entropy_rl")
 SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
@@ -56,10 +55,10 @@ def pair_token_metrics(model_base, model_rl, prompts, completions, batch_size=32
     return {m: torch.cat(v) if v else torch.zeros(0) for m, v in out.items()}
 
 
-def sample_responses(model, enc, problems, samples, max_new_tokens, temperature, top_p, seed):
-    prompts = [encode_prompt(enc, p["question"]) for p in problems for _ in range(samples)]
+def sample_responses(model, fmt, problems, samples, max_new_tokens, temperature, top_p, seed):
+    prompts = [fmt.encode(p["question"]) for p in problems for _ in range(samples)]
     g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                 stop_ids=[enc.eot_token], batch_size=1024)
+                 stop_ids=fmt.stop_ids, batch_size=1024)
     return prompts, g.tokens
 
 
@@ -110,36 +109,32 @@ def ratio_to_reach(ratios, accs, acc_base, acc_rl, share=0.9):
 
 
 # Paper 1 (Direction of RLVR updates), token replacement: base leads, gate (dlogp <= tau | KL, entropy >= tau | random) -> resample from pi_RL
-def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0, sampled=True):
-    """{criterion: [{"tau", "ratio", "acc", "eval"}]} for each (criterion, tau) in taus. ratio = share of
-    generated positions where the gate fired, over the avg@k samples (sampled=True) or the greedy pass."""
+def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0):
+    """{criterion: [{"tau", "ratio", "acc", "eval"}]} for each (criterion, tau) in taus. ratio: the
+    evaluation's lockstep.replacement_ratio (over the avg@k samples, or the greedy pass when k = 0)."""
     jobs = [(c, tau) for c, ts in taus.items() for tau in ts]
     out, prog = {c: [] for c in taus}, Progress(len(jobs))
     for i, (criterion, tau) in enumerate(jobs):
         calls = []
-        inner = lockstep_generate_fn(model_base, model_rl, "dlogp", 0.0, max_new_tokens=max_new_tokens,
-                                     stop_ids=stop_ids, top_p=top_p, gate=criterion, tau=tau, batch_size=1024)
-
-        def recorded(prompts, temperature, seed):
-            g = inner(prompts, temperature, seed)
-            calls.append((temperature, g.replacement_ratio))
-            return g
-        r = evaluate_fn(model_base, generate_fn=recorded)
-        ratio = [x for t, x in calls if (t > 0) == sampled][-1]
+        fn = lockstep_generate_fn(model_base, model_rl, "dlogp", 0.0, max_new_tokens=max_new_tokens,
+                                  stop_ids=stop_ids, top_p=top_p, gate=criterion, tau=tau, batch_size=1024, calls=calls)
+        r = evaluate_fn(model_base, generate_fn=fn)
+        ratio = replacement_ratio(calls)
         out[criterion].append({"tau": tau, "ratio": ratio, "acc": r["acc"], "eval": r})
         log(f"replace {criterion:8s} tau {tau:+.4f}: ratio {ratio:.3f} acc {r['acc']:.3f}; eta {prog.eta(i)}")
     return out
 
 
-def run_dlogp(base_path, rl_path, out, enc, probe, evaluate_fn, *, samples=4, ratios=(), criteria=GATES,
+def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ratios=(), criteria=GATES,
               max_new_tokens=64, temperature=1.0, top_p=1.0, k=8, seed=0, batch_size=32, device="cpu"):
-    """Part 1 on the `probe` problems (x samples each); part 2 (if ratios is non-empty) through evaluate_fn."""
+    """Part 1 on the `probe` problems (x samples each); part 2 (if ratios is non-empty) through evaluate_fn.
+    fmt: the two checkpoints' prompt format (prompts.format_for_pair)."""
     model_base = ckpt.load_model(base_path, device).eval()
     model_rl = ckpt.load_model(rl_path, device).eval()
     log(f"dlogp: sampling {len(probe)} x {samples} responses from each model, scoring with both ...")
     m = {}
     for who, model in (("base_gen", model_base), ("rl_gen", model_rl)):
-        prompts, completions = sample_responses(model, enc, probe, samples, max_new_tokens, temperature, top_p, seed)
+        prompts, completions = sample_responses(model, fmt, probe, samples, max_new_tokens, temperature, top_p, seed)
         m[who] = pair_token_metrics(model_base, model_rl, prompts, completions, batch_size)
     both = torch.cat([m["base_gen"]["dlogp"], m["rl_gen"]["dlogp"]])
     report = {"base": str(base_path), "rl": str(rl_path), "tokens": {w: len(v["dlogp"]) for w, v in m.items()},
@@ -156,14 +151,14 @@ def run_dlogp(base_path, rl_path, out, enc, probe, evaluate_fn, *, samples=4, ra
                    f"{n} {sep[n]['auc_rl_vs_base']:.3f} / {sep[n]['overlap']:.3f}" for n in METRICS)
                + ". Paper 1: only dlogp separates them.",
                "Sparsity, share of tokens with |dlogp| > t: " + ", ".join(
-                   f"{t}: {fmt(report['sparsity']['all'][f'abs_gt_{t}'])}" for t in SPARSITY_THRESHOLDS) + "."]
+                   f"{t}: {fnum(report['sparsity']['all'][f'abs_gt_{t}'])}" for t in SPARSITY_THRESHOLDS) + "."]
     if not ratios:
         return report, summary
 
     log("token replacement: base and RL references ...")
     r_base, r_rl = evaluate_fn(model_base), evaluate_fn(model_rl)
     taus = {c: thresholds_for_ratios(c, ratios, m["base_gen"]) for c in criteria}
-    sweep = replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, [enc.eot_token], top_p, k > 0)
+    sweep = replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, fmt.stop_ids, top_p)
     reach = {c: ratio_to_reach([p["ratio"] for p in pts], [p["acc"] for p in pts], r_base["acc"], r_rl["acc"])
              for c, pts in sweep.items()}
     report["replacement"] = {"acc_base": r_base["acc"], "acc_rl": r_rl["acc"], "target_ratios": list(ratios),
@@ -173,7 +168,7 @@ def run_dlogp(base_path, rl_path, out, enc, probe, evaluate_fn, *, samples=4, ra
                 for c, pts in sweep.items()},
                "Token replacement (base leads, gated tokens from RL)", "replacement ratio", "accuracy",
                {"RL model": r_rl["acc"], "base model": r_base["acc"]})
-    summary += [f"Replacement: base {fmt(r_base['acc'])}, RL {fmt(r_rl['acc'])}. Smallest replacement ratio reaching "
-                "90% of the gap: " + ", ".join(f"{c} {fmt(reach[c])}" for c in criteria)
+    summary += [f"Replacement: base {fnum(r_base['acc'])}, RL {fnum(r_rl['acc'])}. Smallest replacement ratio reaching "
+                "90% of the gap: " + ", ".join(f"{c} {fnum(reach[c])}" for c in criteria)
                 + " (Paper 1: dlogp ~0.05, KL ~0.14, entropy ~0.19, random never)."]
     return report, summary

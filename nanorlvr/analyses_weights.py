@@ -18,33 +18,25 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr.analysis import logprob_r2_filter, n_sample, r2_vs_step, sample_entries, weight_r2_filter
-from nanorlvr.common import Progress, log
+from nanorlvr.common import Progress, UsageError, log
 from nanorlvr.engine import completion_logprobs, generate, pack
 from nanorlvr.extrapolate import alpharl_predict, extrapolate_weights, is_norm, is_update_matrix, rank_k_state_dict
-from nanorlvr.tasks import ensure_toy_data, load_jsonl
-from nanorlvr.tokenizer import encode_prompt
 
 # -----------------------------------------------------------------------------
 # shared: held-out accuracy, plots, small statistics
 
 
-def held_out(n_eval, data_dir="data"):
-    """The first n_eval problems of the toy test split (the same ones train.py evaluates on)."""
-    _, test_path = ensure_toy_data(data_dir)
-    return load_jsonl(test_path)[:n_eval]
-
-
-def make_evaluator(enc, problems, k=8, temperature=1.0, max_new_tokens=64, top_p=1.0, seed=1234):
+def make_evaluator(fmt, problems, k=8, temperature=1.0, max_new_tokens=64, top_p=1.0, seed=1234):
     """evaluate_fn(model, generate_fn=None) -> evaluate()'s dict plus "acc": avg@k (greedy accuracy if k = 0).
-    Every model is scored on the same problems with the same seeds."""
+    Every model is scored on the same problems with the same seeds, prompted with fmt (prompts.format_for)."""
     from nanorlvr.evaluate import evaluate  # needs the verifier; imported only when something is evaluated
 
     def plain(model):
         return lambda ps, temp, s: generate(model, ps, max_new_tokens, temperature=temp, top_p=top_p, seed=s,
-                                            stop_ids=[enc.eot_token], batch_size=1024)
+                                            stop_ids=fmt.stop_ids, batch_size=1024)
 
     def evaluate_fn(model, generate_fn=None):
-        r = evaluate(model, enc, problems, k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+        r = evaluate(model, fmt, problems, k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                      generate_fn=generate_fn or plain(model))
         return {**r, "acc": r[f"avg{k}"] if k else r["greedy_acc"]}
     return evaluate_fn
@@ -55,7 +47,7 @@ def gain_share(acc, acc_base, acc_ref):
     return (acc - acc_base) / (acc_ref - acc_base) if acc_ref != acc_base else None
 
 
-def fmt(x, spec=".3f"):
+def fnum(x, spec=".3f"):
     """A number for summary.md ("n/a" for None / nan)."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -104,9 +96,10 @@ def plot_hist(path, series, title, xlabel, bins=50, range=None, logy=False):
         if len(x):
             ax.hist(x.double().numpy(), bins=edges, density=True, alpha=0.5, label=f"{label} (n={len(x)})")
     ax.set(title=title, xlabel=xlabel, ylabel="density")
-    if logy:
+    if logy and xs:
         ax.set_yscale("log")
-    ax.legend()
+    if xs:  # an empty plot (e.g. no probe token moved) gets no legend
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -153,10 +146,12 @@ def weight_linearity(paths, steps, seed=0):
     return r2, counts
 
 
-def probe_responses(model, enc, problems, max_new_tokens, temperature, seed):
-    """(prompts, completions): one response per problem sampled once from `model` (the base)."""
-    prompts = [encode_prompt(enc, p["question"]) for p in problems]
-    g = generate(model, prompts, max_new_tokens, temperature=temperature, seed=seed, stop_ids=[enc.eot_token])
+def probe_responses(model, fmt, problems, max_new_tokens, temperature, seed, batch_size=None):
+    """(prompts, completions): one response per problem sampled once from `model` (the base), batch_size rows
+    at a time (the KV cache of all n_probe rows at once would outweigh a small model)."""
+    prompts = [fmt.encode(p["question"]) for p in problems]
+    g = generate(model, prompts, max_new_tokens, temperature=temperature, seed=seed, stop_ids=fmt.stop_ids,
+                 batch_size=batch_size)
     return prompts, g.tokens
 
 
@@ -183,13 +178,13 @@ def logprob_linearity(paths, steps, prompts, completions, device, batch_size=64,
     return r2_vs_step(kept, torch.tensor(steps, dtype=torch.float64)), len(lp), len(kept)
 
 
-def run_linearity(run_dir, out, enc, problems, device="cpu", max_new_tokens=64, temperature=1.0, seed=0,
+def run_linearity(run_dir, out, fmt, problems, device="cpu", max_new_tokens=64, temperature=1.0, seed=0,
                   batch_size=64, control_dir=None):
     """Paper 2's two linearity measurements over every checkpoint of run_dir (optionally the weight one over a
     control run too, e.g. SFT-like). Reports the distributions, per-layer / per-kind means and peak RSS."""
     ckpts = ckpt.list_checkpoints(run_dir)
     if len(ckpts) < 3:
-        raise ValueError(f"{run_dir} has {len(ckpts)} checkpoints: R^2 over steps needs at least 3")
+        raise UsageError(f"{run_dir} has {len(ckpts)} checkpoints: R^2 over steps needs at least 3")
     steps, paths = [s for s, _ in ckpts], [p for _, p in ckpts]
     model_mb = (paths[0] / "model.safetensors").stat().st_size / 2**20
     rss_before = peak_rss_mb()
@@ -199,8 +194,9 @@ def run_linearity(run_dir, out, enc, problems, device="cpu", max_new_tokens=64, 
     rss_weights = peak_rss_mb()
     log(f"log-probs of {len(problems)} base-sampled probe responses ...")
     base = ckpt.load_model(paths[0], device).eval()
-    prompts, completions = probe_responses(base, enc, problems, max_new_tokens, temperature, seed)
+    prompts, completions = probe_responses(base, fmt, problems, max_new_tokens, temperature, seed, batch_size)
     del base
+    rss_probe = peak_rss_mb()
     lp_r2, n_tok, n_kept = logprob_linearity(paths, steps, prompts, completions, device, batch_size, seed=seed)
     report = {
         "run": str(run_dir), "steps": steps,
@@ -210,7 +206,7 @@ def run_linearity(run_dir, out, enc, problems, device="cpu", max_new_tokens=64, 
         "logprobs": {**summary_stats(lp_r2), "probe_responses": len(completions), "tokens": n_tok,
                      "tokens_kept": n_kept},
         "memory": {"model_mb": model_mb, "peak_rss_mb_before": rss_before, "peak_rss_mb_after_weights": rss_weights,
-                   "peak_rss_mb": peak_rss_mb()},
+                   "peak_rss_mb_after_probe": rss_probe, "peak_rss_mb": peak_rss_mb()},
     }
     hists = {"RL run": w_all}
     if control_dir:
@@ -223,13 +219,15 @@ def run_linearity(run_dir, out, enc, problems, device="cpu", max_new_tokens=64, 
               "R^2", range=(0, 1))
     w, lp, mem = report["weights"], report["logprobs"], report["memory"]
     summary = [f"Checkpoints: {len(steps)} (steps {steps[0]}..{steps[-1]}).",
-               f"Weight R^2: median {fmt(w['median'])}, share > 0.7 {fmt(w['share_above_0.7'])} "
+               f"Weight R^2: median {fnum(w['median'])}, share > 0.7 {fnum(w['share_above_0.7'])} "
                f"({w['entries_kept']} of {w['entries_sampled']} sampled entries kept). Paper 2: peak ~0.9, > 70%.",
-               f"Log-prob R^2: median {fmt(lp['median'])}, share > 0.7 {fmt(lp['share_above_0.7'])} "
+               f"Log-prob R^2: median {fnum(lp['median'])}, share > 0.7 {fnum(lp['share_above_0.7'])} "
                f"({n_kept} of {n_tok} probe tokens move by > 0.2).",
-               f"Peak RSS {mem['peak_rss_mb']:.0f} MiB (one checkpoint is {model_mb:.1f} MiB)."]
+               f"Peak RSS {mem['peak_rss_mb']:.0f} MiB, {mem['peak_rss_mb'] - rss_before:.0f} MiB above the "
+               f"{rss_before:.0f} MiB before the analysis = {(mem['peak_rss_mb'] - rss_before) / model_mb:.1f} "
+               f"checkpoints of {model_mb:.1f} MiB."]
     if control_dir:
-        summary.append(f"Control run weight R^2: median {fmt(report['control_weights']['median'])} (Paper 2: SFT ~0.43).")
+        summary.append(f"Control run weight R^2: median {fnum(report['control_weights']['median'])} (Paper 2: SFT ~0.43).")
     return report, summary
 
 
@@ -264,9 +262,9 @@ def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
     plot_hist(Path(out) / "top1_share.png", {"update matrices": share_t},
               "Share of each matrix's RL update in its top singular component", "s1^2 / sum s_i^2", bins=20,
               range=(0, 1))
-    summary = [f"Accuracy: base {fmt(r_base['acc'])}, RL {fmt(r_rl['acc'])}, rank-{k} {fmt(r_rank['acc'])}: "
-               f"recovery {fmt(recovery)} of the RL gain (Paper 3, rank 1: > 0.99).",
-               f"Top singular component holds a median {fmt(report['top1_share']['median'])} of each matrix's "
+    summary = [f"Accuracy: base {fnum(r_base['acc'])}, RL {fnum(r_rl['acc'])}, rank-{k} {fnum(r_rank['acc'])}: "
+               f"recovery {fnum(recovery)} of the RL gain (Paper 3, rank 1: > 0.99).",
+               f"Top singular component holds a median {fnum(report['top1_share']['median'])} of each matrix's "
                f"update energy ({len(share_t)} matrices)."]
     return report, summary
 
@@ -295,7 +293,7 @@ def run_alpharl(run_dir, out, evaluate_fn, windows, add_to="w0", with_w0=False, 
     steps, paths = [s for s, _ in ckpts], [p for _, p in ckpts]
     for K in windows:
         if not (2 - with_w0 <= K < len(ckpts) - 1):
-            raise ValueError(f"window {K} must leave the last checkpoint out and have >= 2 points "
+            raise UsageError(f"window {K} must leave the last checkpoint out and have >= 2 points "
                              f"({len(ckpts)} checkpoints: steps {steps})")
     r_base = evaluate_fn(ckpt.load_model(paths[0], device).eval())
     r_final = evaluate_fn(ckpt.load_model(paths[-1], device).eval())
@@ -318,10 +316,10 @@ def run_alpharl(run_dir, out, evaluate_fn, windows, add_to="w0", with_w0=False, 
                 "window checkpoint itself": ([r["window_step"] for r in rows], [r["acc_window"] for r in rows])},
                f"AlphaRL (add to {add_to}): predicting step {steps[-1]}", "last step of the window", "accuracy",
                {f"final (step {steps[-1]})": r_final["acc"], "base": r_base["acc"]})
-    summary = [f"Base {fmt(r_base['acc'])}, final (step {steps[-1]}) {fmt(r_final['acc'])}; prediction added to {add_to}."]
+    summary = [f"Base {fnum(r_base['acc'])}, final (step {steps[-1]}) {fnum(r_final['acc'])}; prediction added to {add_to}."]
     summary += [f"Window {r['window']} (to step {r['window_step']}, speedup {r['speedup']:.2f}x): predicted "
-                f"{fmt(r['acc_pred'])} = {fmt(r['retained'])} of final, {fmt(r['gain_share'])} of the gain; the "
-                f"window checkpoint alone {fmt(r['acc_window'])}." for r in rows]
+                f"{fnum(r['acc_pred'])} = {fnum(r['retained'])} of final, {fnum(r['gain_share'])} of the gain; the "
+                f"window checkpoint alone {fnum(r['acc_window'])}." for r in rows]
     return report, summary
 
 # -----------------------------------------------------------------------------
@@ -333,9 +331,9 @@ def run_extrapolate(run_dir, out, evaluate_fn, t0, t1, alphas, device="cpu"):
     ckpts = dict(ckpt.list_checkpoints(run_dir))
     for t in (t0, t1):
         if t not in ckpts:
-            raise ValueError(f"no checkpoint at step {t} in {run_dir}: steps are {sorted(ckpts)}")
+            raise UsageError(f"no checkpoint at step {t} in {run_dir}: steps are {sorted(ckpts)}")
     if t1 <= t0:
-        raise ValueError(f"need t0 < t1, got {t0}, {t1}")
+        raise UsageError(f"need t0 < t1, got {t0}, {t1}")
     last = max(ckpts)
     sd0, sd1 = load_sd(ckpts[t0]), load_sd(ckpts[t1])
     model = ckpt.load_model(ckpts[t1], device).eval()
@@ -352,7 +350,7 @@ def run_extrapolate(run_dir, out, evaluate_fn, t0, t1, alphas, device="cpu"):
                "Weight extrapolation (Paper 2, Eq. 2)", "alpha (1 = checkpoint t1)", "accuracy",
                {f"last checkpoint (step {last})": r_last["acc"]})
     best = max(rows, key=lambda r: r["acc"])
-    summary = [f"t0 = {t0}, t1 = {t1}; last checkpoint (step {last}) {fmt(r_last['acc'])}."]
-    summary += [f"alpha {r['alpha']} (step ~{r['equivalent_step']:.0f}): {fmt(r['acc'])}" for r in rows]
-    summary.append(f"Best alpha {best['alpha']}: {fmt(best['acc'])}.")
+    summary = [f"t0 = {t0}, t1 = {t1}; last checkpoint (step {last}) {fnum(r_last['acc'])}."]
+    summary += [f"alpha {r['alpha']} (step ~{r['equivalent_step']:.0f}): {fnum(r['acc'])}" for r in rows]
+    summary.append(f"Best alpha {best['alpha']}: {fnum(best['acc'])}.")
     return report, summary

@@ -2,6 +2,8 @@
 A run's checkpoints on disk, written so that a crash never leaves a half-written one behind.
 
     out/<run>/step_000100/{model.safetensors, config.json}   weights in HF layout (hf.py), one folder per step
+                          nanorlvr.json                       how to prompt it and what it was trained on
+                          tokenizer.json, ...                 (a real model) the source's tokenizer files
     out/<run>/trainer_state.pt                               optimizer, schedule, RNG, data position (latest)
     out/<run>/metrics.jsonl, summary.json
 
@@ -27,13 +29,19 @@ def step_dir(run_dir, step) -> Path:
     return Path(run_dir) / f"step_{step:06d}"
 
 
-def save_model(model, path, tokenizer_dir=None):
-    """Write weights + config.json into `path` atomically (temp folder, then rename)."""
+INFO_FILE = "nanorlvr.json"  # {"prompt": ..., "task": ..., "max_new_tokens": ...}: see prompts.checkpoint_info
+
+
+def save_model(model, path, tokenizer_dir=None, info=None):
+    """Write weights + config.json (+ the tokenizer files of `tokenizer_dir`, + `info` as nanorlvr.json) into
+    `path` atomically (temp folder, then rename): a checkpoint is complete or absent, never half-described."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_pretrained(model.module if hasattr(model, "module") else model, tmp, tokenizer_dir=tokenizer_dir)
+    if info is not None:
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     if path.exists():  # replacing: move the old one aside first, so one complete copy always exists
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -54,6 +62,12 @@ def save_trainer_state(state: dict, run_dir):
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def read_info(path) -> dict | None:
+    """The nanorlvr.json of a checkpoint folder (None for a plain HF dir or an older toy checkpoint)."""
+    f = Path(path) / INFO_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def load_trainer_state(run_dir):

@@ -48,11 +48,8 @@ def opt(default, help):
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-def parse_config(cls, argv=None, description=None):
-    """Build an argparse parser from a dataclass's fields (`--name=value`, help from field metadata) and
-    return the config. Flags must be spelled in full (no prefix matching). A `validate()` method of the
-    dataclass, if any, runs before anything else happens and raises UsageError for invalid values."""
-    p = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+def _add_fields(p, cls):
+    """One --flag per field of the dataclass `cls` (type from its default, help from its metadata)."""
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = type(default) if default is not None else str
@@ -61,7 +58,28 @@ def parse_config(cls, argv=None, description=None):
                            help=f.metadata.get("help", ""), metavar="BOOL")
         else:
             p.add_argument(f"--{f.name}", type=kind, default=default, help=f.metadata.get("help", ""))
-    cfg = cls(**vars(p.parse_args(argv)))
+
+
+def parse_config(cls, argv=None, description=None):
+    """Build an argparse parser from a dataclass's fields (`--name=value`, help from field metadata) and
+    return the config. Flags must be spelled in full (no prefix matching). A `validate()` method of the
+    dataclass, if any, runs before anything else happens and raises UsageError for invalid values.
+
+    `cls` may also be a dict {subcommand: dataclass}: the first positional argument picks the dataclass
+    (analyze.py dlogp --base=... ), each with its own --help; the config returned is of that class."""
+    kw = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p = _Parser(description=description, **kw)
+    if isinstance(cls, dict):
+        sub = p.add_subparsers(dest="_command", required=True, metavar="{" + ",".join(cls) + "}")
+        for name, c in cls.items():
+            doc = (c.__doc__ or "").strip()
+            _add_fields(sub.add_parser(name, help=doc.split("\n")[0], description=doc, **kw), c)
+        args = vars(p.parse_args(argv))
+        cls = cls[args.pop("_command")]
+    else:
+        _add_fields(p, cls)
+        args = vars(p.parse_args(argv))
+    cfg = cls(**args)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg

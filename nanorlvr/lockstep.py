@@ -131,14 +131,22 @@ def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", 
 
 
 def lockstep_generate_fn(model_a, model_b, mode, coef, *, max_new_tokens, stop_ids=(), top_p=1.0, gate=None,
-                         tau=None, batch_size=None, stats=None):
+                         tau=None, batch_size=None, calls=None):
     """A `generate_fn(prompts, temperature, seed)` for evaluate.evaluate that decodes in lock-step.
-    If `stats` (a dict) is given, it accumulates "fired" and "tokens" over the calls."""
+    If `calls` (a list) is given, each call appends (temperature, positions fired, positions generated)."""
     def fn(prompts, temperature, seed):
         g = generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode, coef, temperature=temperature,
                               top_p=top_p, stop_ids=stop_ids, gate=gate, tau=tau, seed=seed, batch_size=batch_size)
-        if stats is not None:
-            stats["fired"] = stats.get("fired", 0) + g.fired.sum().item()
-            stats["tokens"] = stats.get("tokens", 0) + g.lengths.sum().item()
+        if calls is not None:
+            calls.append((temperature, g.fired.sum().item(), g.lengths.sum().item()))
         return g
     return fn
+
+
+def replacement_ratio(calls) -> float:
+    """The replacement ratio of a gated evaluation (sample.py and analyze.py dlogp report this one): the share
+    of generated positions where the gate fired, over the sampled completions of the avg@k pass, or over the
+    greedy ones when there is no sampled pass (k = 0). Greedy and sampled decoding fire at different rates,
+    so the two passes are not pooled. `calls`: the list lockstep_generate_fn filled."""
+    sampled = [c for c in calls if c[0] > 0] or calls
+    return sum(f for _, f, _ in sampled) / max(1, sum(n for _, _, n in sampled))

@@ -7,13 +7,20 @@ How a problem becomes a prompt, and a completion becomes text: one small object 
 Both have `.encode(question) -> ids`, `.stop_ids` (any of them ends a completion), `.decode(ids) -> text`
 (special tokens dropped) and `.target(solution) -> ids` (an SFT target, the end token included).
 rollout / evaluate / SFT take one of these instead of calling the toy `encode_prompt` directly.
+
+`format_for(checkpoint)` returns the format of any checkpoint folder (from its nanorlvr.json, written by
+train.py, or its tokenizer files); `held_out_for` its run's held-out problems. Nothing else tells the toy
+from a real model.
 """
 import json
 import re
 from datetime import datetime
 from pathlib import Path
 
-from nanorlvr.tokenizer import encode_prompt, load_tokenizer
+from nanorlvr.checkpoint import read_info
+from nanorlvr.common import UsageError
+from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
+from nanorlvr.tokenizer import encode_prompt, load_tokenizer, toy_tokenizer
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 # per style: the token that ends an assistant turn, and the token that marks the style
@@ -155,3 +162,101 @@ def split_holdout(problems, n_eval, what):
         raise ValueError(f"{what} has {len(problems)} problems: too few to hold out --n_eval={n_eval} "
                          "for evaluation (pass --test_data or a smaller --n_eval)")
     return problems[:-n_eval], problems[-n_eval:]
+
+# -----------------------------------------------------------------------------
+# A checkpoint describes itself: how to prompt it, what it was trained on, its completion budget.
+# train.py writes checkpoint_info() next to every checkpoint (nanorlvr.json); sample.py and analyze.py read
+# it back through format_for / held_out_for / budget_for, the only places that tell the toy from a real model.
+
+TOY_VOCAB = 260  # the toy tokenizer's 256 bytes + 4 specials: older toy checkpoints have no nanorlvr.json
+
+
+def checkpoint_info(fmt, task: dict, max_new_tokens: int) -> dict:
+    """What nanorlvr.json records: the prompt format, the task (toy settings or data files) and the
+    completion budget of the run, so that any script can prompt and evaluate the checkpoint as train.py did."""
+    prompt = {"format": "toy"} if isinstance(fmt, ToyFormat) else \
+        {"format": "chat", "style": fmt.style, "system_prompt": fmt.system_prompt}
+    return {"prompt": prompt, "task": task, "max_new_tokens": max_new_tokens}
+
+
+def _info(path: Path) -> dict:
+    return read_info(path) or {}
+
+
+def _vocab_size(path: Path) -> int:
+    return json.loads((path / "config.json").read_text()).get("vocab_size", 0)
+
+
+def format_for(ckpt_dir, flag="--ckpt"):
+    """The prompt format of any checkpoint folder: the one its nanorlvr.json records; for a plain Hugging
+    Face dir, its tokenizer's chat template with the default system prompt; a checkpoint with neither
+    nanorlvr.json nor tokenizer files but the toy's vocabulary size is an older toy checkpoint."""
+    path = Path(ckpt_dir)
+    prompt = _info(path).get("prompt")
+    has_tokenizer = (path / "tokenizer.json").is_file()
+    if prompt is None:
+        if not has_tokenizer and _vocab_size(path) == TOY_VOCAB:
+            prompt = {"format": "toy"}
+        else:
+            prompt = {"format": "chat", "style": "auto", "system_prompt": SYSTEM_PROMPT}
+    if prompt["format"] == "toy":
+        return ToyFormat(toy_tokenizer())
+    if not has_tokenizer:
+        raise UsageError(f"{flag}: {path} has no tokenizer.json: copy the tokenizer files of the model it "
+                         "was made from into it")
+    try:
+        return ChatFormat.from_pretrained(path, prompt["style"], prompt["system_prompt"])
+    except ValueError as e:  # an unsupported tokenizer or chat template
+        raise UsageError(f"{flag}: {path}: {e}") from None
+
+
+def format_for_pair(dir_a, dir_b, flags):
+    """The prompt format of two checkpoints decoded together (that of dir_b, the trained one), after checking
+    that they share one vocabulary: lock-step decoding mixes their logits token by token."""
+    fa, fb = format_for(dir_a, flags[0]), format_for(dir_b, flags[1])
+    va, vb = _vocab_size(Path(dir_a)), _vocab_size(Path(dir_b))
+    probe = "What is 7+5? Answer: \\boxed{12}"
+    if va != vb or type(fa) is not type(fb) or fa.enc.n_vocab != fb.enc.n_vocab or fa.encode(probe) != fb.encode(probe):
+        raise UsageError(f"{flags[0]} and {flags[1]} have different vocabularies ({va} and {vb} logits, "
+                         f"{fa.enc.n_vocab} and {fb.enc.n_vocab} tokens): give two checkpoints of one tokenizer")
+    return fb
+
+
+def budget_for(ckpt_dir) -> int:
+    """The completion budget of the run that wrote the checkpoint (train.py's --max_new_tokens, used for its
+    rollouts and its evaluations alike); 64 for an older toy checkpoint, 256 for a plain Hugging Face dir."""
+    path = Path(ckpt_dir)
+    info = _info(path)
+    if "max_new_tokens" in info:
+        return info["max_new_tokens"]
+    return 64 if isinstance(format_for(path), ToyFormat) else 256
+
+
+def load_problems(path, flag="--data"):
+    """tasks.load_jsonl, with a missing file or an unparseable gold answer reported as the user's mistake."""
+    try:
+        return load_jsonl(path)
+    except (OSError, ValueError, UsageError) as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
+def held_out_for(ckpt_dir, n, data="", data_dir="data", flag="--ckpt"):
+    """The first n evaluation problems: those of --data if given, else the held-out problems of the run that
+    wrote the checkpoint, as train.py evaluated on them (the toy's test split of its own task settings, the
+    run's --test_data, or the last n_eval problems of its --data). A toy checkpoint older than nanorlvr.json
+    gets the default toy task; a plain Hugging Face dir records no data, so it needs --data."""
+    if data:
+        return load_problems(data)[:n]
+    path = Path(ckpt_dir)
+    task = _info(path).get("task")
+    if task is None and isinstance(format_for(path, flag), ToyFormat):
+        task = {"toy": {}, "n_train": 8000, "n_test": 1000}  # ensure_toy_data's defaults, as train.py's
+    if task is None:
+        raise UsageError(f"{flag}: {path} records no data set (a plain Hugging Face dir): pass --data=FILE")
+    if "toy" in task:
+        test = ensure_toy_data(data_dir, TaskConfig(**task["toy"]), n_train=task["n_train"], n_test=task["n_test"])[1]
+        return load_problems(test, f"{flag} (its toy test split)")[:n]
+    what = f"{flag} (the data its run trained on; pass --data to use another file)"
+    if task.get("test_data"):
+        return load_problems(task["test_data"], what)[:n]
+    return split_holdout(load_problems(task["data"], what), task["n_eval"], task["data"])[1][:n]

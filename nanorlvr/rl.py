@@ -17,7 +17,6 @@ import torch
 from nanorlvr import dist, grpo
 from nanorlvr.engine import completion_logprobs, generate, pack
 from nanorlvr.evaluate import score
-from nanorlvr.prompts import ToyFormat
 
 
 @dataclass
@@ -32,19 +31,18 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(model, enc, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
-            fmt=None, batch_size=None, static=False):
-    """fmt: the prompt format (prompts.py; default the toy's). batch_size: rows per generate call (None: all).
+def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
+            batch_size=None, static=False):
+    """fmt: the prompt format (prompts.py). batch_size: rows per generate call (None: all).
     static: engine.generate's fixed-batch decoding (one CUDA graph per token on a GPU)."""
     t0 = time.time()
-    fmt = fmt or ToyFormat(enc)
     prompts = [fmt.encode(p["question"]) for p in problems for _ in range(group_size)]
     with autocast or torch.autocast("cpu", enabled=False):
         g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                      stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
     t1 = time.time()
-    ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], enc, workers=workers,
-                  decode=fmt.decode, truncated=g.truncated)  # truncated = no final answer = reward 0
+    ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], fmt.decode, workers=workers,
+                  truncated=g.truncated)  # truncated = no final answer = reward 0
     t2 = time.time()
     L = int(g.lengths.max())
     return Rollout(prompts, g.tokens, g.logprobs[:, :L].cpu(), g.truncated.cpu(), torch.tensor(ok, dtype=torch.float),

@@ -22,6 +22,7 @@ from nanorlvr.common import UsageError, parse_config, run_main
 from nanorlvr.engine import Generation
 from nanorlvr.evaluate import evaluate, score
 from nanorlvr.model import GPT, GPTConfig
+from nanorlvr.prompts import ToyFormat
 from nanorlvr.tokenizer import toy_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +268,7 @@ def test_a_truncated_but_matching_response_scores_0_in_evaluation():
         return Generation(ids, torch.zeros(ids.shape), torch.full((n,), ids.size(1)),
                           torch.tensor([i % 2 == 1 for i in range(n)]))
     model = GPT(GPTConfig(vocab_size=enc.n_vocab, n_layer=1, n_embd=32, n_head=2))
-    r = evaluate(model, enc, problems, k=2, generate_fn=gen)
+    r = evaluate(model, ToyFormat(enc), problems, k=2, generate_fn=gen)
     assert r["greedy_acc"] == r["greedy_exact_match"] == r["greedy_truncated"] == 0.5
     assert r["avg2"] == 0.5 and r["truncated"] == 0.5 and r["pass2"] == 1.0
 
@@ -278,6 +279,6 @@ def test_a_truncated_but_matching_response_gets_reward_0(monkeypatch):
     n = ids.size(1)
     monkeypatch.setattr(rl, "generate", lambda *a, **k: Generation(ids, torch.zeros(ids.shape), torch.tensor([n, n]),
                                                                    torch.tensor([False, True])))
-    roll = rl.rollout(None, enc, [{"question": "4*4", "answer": "16"}], 2, n, 1.0, seed=0, workers=1)
+    roll = rl.rollout(None, ToyFormat(enc), [{"question": "4*4", "answer": "16"}], 2, n, 1.0, seed=0, workers=1)
     assert roll.rewards.tolist() == [1.0, 0.0]
-    assert score(roll.completions, ["16", "16"], enc)[0] == [True, True]  # the same texts, truncation unknown
+    assert score(roll.completions, ["16", "16"], ToyFormat(enc).decode)[0] == [True, True]  # the same texts, truncation unknown

@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from nanorlvr import checkpoint as ckpt
+from nanorlvr.analyses_tokens import replacement_sweep
+from nanorlvr.analyses_weights import make_evaluator
 from nanorlvr.checkpoint import save_model
+from nanorlvr.lockstep import generate_lockstep
 from nanorlvr.model import GPT, GPTConfig
+from nanorlvr.prompts import ToyFormat, held_out_for
 from nanorlvr.tasks import TaskConfig, generate_splits, write_jsonl
+from nanorlvr.tokenizer import toy_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +88,22 @@ def test_logits_extrapolation_samples_a_prompt(tiny_run, capsys, monkeypatch):
                    "--top_p=0.9")
     assert "### (3+4)*5" in out and "--- sample 1" in out
     assert "correct: " in out and out.rstrip().endswith("/2")
+
+
+def test_replacement_ratio_is_the_sampled_passes_in_sample_and_analyze(tiny_run, capsys, monkeypatch):
+    # one definition (lockstep.replacement_ratio): the share of the avg@k samples' positions where the gate
+    # fired, the greedy pass left out; sample.py's "replaced" and analyze.py dlogp's ratio are both that
+    base, rl = (ckpt.load_model(p).eval() for p in (tiny_run / "base", tiny_run / "run" / "step_000010"))
+    fmt = ToyFormat(toy_tokenizer())
+    problems = held_out_for(tiny_run / "run" / "step_000010", 8, data_dir=tiny_run / "data")
+    prompts = [fmt.encode(p["question"]) for p in problems for _ in range(2)]
+    sampled = generate_lockstep(base, rl, prompts, 16, "dlogp", 0.0, temperature=1.0, stop_ids=fmt.stop_ids,
+                                gate="dlogp", tau=-0.3, seed=1234 + 1)  # evaluate()'s avg@k pass
+    sweep = replacement_sweep(base, rl, make_evaluator(fmt, problems, k=2, max_new_tokens=16), {"dlogp": [-0.3]},
+                              16, fmt.stop_ids)
+    assert sweep["dlogp"][0]["ratio"] == sampled.replacement_ratio
+    out = run_main(capsys, monkeypatch, "--extrapolate=dlogp", f"--base={tiny_run / 'base'}",
+                   f"--rl={tiny_run / 'run'}", "--replace_only=true", "--tau=-0.3", "--eval=8", "--k=2",
+                   f"--data_dir={tiny_run / 'data'}")
+    replaced = float(out.strip().splitlines()[-1].split("replaced ")[1])
+    assert replaced == pytest.approx(sampled.replacement_ratio, abs=5e-4)  # printed with 3 decimals

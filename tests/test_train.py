@@ -67,16 +67,36 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(base, tmp_pat
         assert torch.equal(a[k], b[k]), k
 
 
-def test_rl_extra_jump_follows_eq3(base, tmp_path):
-    # one real step (m = 1), then a jump of n = 2: W_3 = W_0 + 3 (W_1 - W_0), norms from W_1
+@pytest.mark.parametrize("rl_extra", ["1,2", "1,5"])
+def test_rl_extra_jump_follows_eq3_and_stops_at_steps(base, tmp_path, rl_extra):
+    # one real step (m = 1), then a jump of n = 2: W_3 = W_0 + 3 (W_1 - W_0), norms from W_1. With n = 5 the
+    # jump is cut to the 2 steps left, so the checkpoint named step 3 holds step 3's weights, not step 6's.
     grpo(base, tmp_path / "plain", "--steps=1")
-    grpo(base, tmp_path / "extra", "--steps=3", "--rl_extra=1,2")
+    grpo(base, tmp_path / "extra", "--steps=3", f"--rl_extra={rl_extra}")
     w0, w1 = weights(tmp_path / "plain/grpo/step_000000"), weights(tmp_path / "plain/grpo/step_000001")
     w3 = weights(tmp_path / "extra/grpo/step_000003")
     assert any(not torch.equal(w0[k], w1[k]) for k in w0), "the real step changed nothing"
     for k in w0:
         expected = w1[k] if is_norm(k) else w0[k] + 3 * (w1[k] - w0[k])
         torch.testing.assert_close(w3[k], expected, rtol=1e-5, atol=1e-6)
+    rows = [json.loads(line) for line in (tmp_path / "extra/grpo/metrics.jsonl").read_text().splitlines()]
+    assert [r["rl_extra_jump_to"] for r in rows if "rl_extra_jump_to" in r] == [3]
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_rl_extra_resume_ends_with_the_same_weights(base, tmp_path, device):
+    # the segment start is saved in trainer_state.pt and loaded to the CPU: the jump after a resume must
+    # still find it next to the model's weights (on CUDA it was not), and follow the same line
+    extra = ("--steps=4", "--rl_extra=1,1", "--save_every=1", f"--device={device}")
+    grpo(base, tmp_path / "a", *extra)
+    grpo(base, tmp_path / "b", *extra, "--halt_after=2")  # killed at step 2: one real step and its jump
+    grpo(base, tmp_path / "b", *extra, "--resume=true")
+    a, b = weights(tmp_path / "a/grpo/step_000004"), weights(tmp_path / "b/grpo/step_000004")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 def test_a_crash_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
