@@ -28,7 +28,7 @@ class Generation:
     ids: torch.Tensor        # (N, max_new_tokens) completion ids, padded with 0 past `lengths`
     logprobs: torch.Tensor   # (N, max_new_tokens) log-prob of each sampled token (0 past `lengths`)
     lengths: torch.Tensor    # (N,) tokens generated, the stop token included
-    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without stopping
+    truncated: torch.Tensor  # (N,) bool: hit its max_new_tokens without stopping
 
     @property
     def tokens(self) -> list[list[int]]:
@@ -125,6 +125,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
              stop_strings=(), decode=None, seed=None, generator=None, batch_size=None,
              static=False, share_prefix=True, check_every=8) -> Generation:
     """Sample completions for a list of prompts (lists of token ids, any lengths, repeats allowed).
+    max_new_tokens: the budget of every row, or a list with one per prompt (not with static).
     stop_ids: token ids that end a row (kept as its last token). stop_strings need `decode` (ids -> str).
     seed / generator: reproducible sampling. batch_size: rows decoded at once (the others wait for a
     finished row's slot; static: chunks). share_prefix: prefill each distinct prompt once.
@@ -137,7 +138,10 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         raise ValueError("stop_strings need a `decode` function")
     if static and stop_strings:
         raise ValueError("static decoding supports stop_ids, not stop_strings")
-    P = max(len(p) for p in prompts)
+    budgets = list(max_new_tokens) if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * len(prompts)
+    if len(budgets) != len(prompts) or min(budgets) < 1 or (static and len(set(budgets)) > 1):
+        raise ValueError("max_new_tokens: a positive int, or one per prompt (static decoding: one for all)")
+    P, max_new_tokens = max(len(p) for p in prompts), max(budgets)
     if P + max_new_tokens > model.config.max_seq_len:
         raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len {model.config.max_seq_len}")
     device = next(model.parameters()).device
@@ -152,30 +156,30 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         parts = [decode_static(model, prompts[i:i + n], u[i:i + n], sample, max_new_tokens, stop_t, share_prefix, check_every)
                  for i in range(0, len(prompts), n)]
         return Generation(*(torch.cat([getattr(p, f) for p in parts]) for f in ("ids", "logprobs", "lengths", "truncated")))
-    return decode_eager(model, prompts, u, sample, max_new_tokens, stop_t, stop_strings, decode,
+    return decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode,
                         batch_size or len(prompts), share_prefix, check_every)
 
 
-def decode_eager(model, prompts, u, sample, max_new_tokens, stop_t, stop_strings, decode, batch_size,
+def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode, batch_size,
                  share_prefix, check_every):
     """generate's loop: up to batch_size slots, each decoding one row at its own cache length n[slot]
     (right-padded; slot j is visible to a row once j <= n). Finished rows are found every check_every
     tokens: their slots are refilled with waiting rows (prefilled together) or, when none wait, dropped."""
-    N, device = len(prompts), u.device
+    N, device, max_new_tokens = len(prompts), u.device, u.size(1)
     B = min(N, batch_size)
     cache = KVCache(model.config, B, max(len(p) for p in prompts) + max_new_tokens, device,
                     next(model.parameters()).dtype)
     out_ids = torch.zeros(N, max_new_tokens, dtype=torch.long, device=device)
     out_lp = torch.zeros(N, max_new_tokens, device=device)
-    lengths = torch.full((N,), max_new_tokens, device=device)
+    lengths = torch.tensor(budgets, device=device)
     truncated = torch.ones(N, dtype=torch.bool, device=device)
     # per slot: the row it decodes, that row's tokens so far, its cache length, still running (device);
-    # on the host: the step t at which it started and its prompt length, so n = plen + t - start, no sync
+    # on the host: the step t at which it started, its prompt length (n = plen + t - start: no sync), its budget
     row = torch.arange(B, device=device)
     step = torch.zeros(B, dtype=torch.long, device=device)
     n = torch.tensor([len(prompts[r]) for r in range(B)], device=device)
     alive = torch.ones(B, dtype=torch.bool, device=device)
-    start, plen = [0] * B, [len(prompts[r]) for r in range(B)]
+    start, plen, limit = [0] * B, [len(prompts[r]) for r in range(B)], budgets[:B]
 
     def admit(slots, rows):  # prefill waiting rows into these slots (the prompt's keys at slots 0..plen-1)
         k, v, new_logits = prefill_rows(model, [prompts[r] for r in rows], share_prefix)
@@ -200,7 +204,7 @@ def decode_eager(model, prompts, u, sample, max_new_tokens, stop_t, stop_strings
         alive &= ~stopped
         step += 1
         t += 1
-        full = [t - s == max_new_tokens for s in start]  # known on the host: no sync
+        full = [t - s == m for s, m in zip(start, limit)]  # known on the host: no sync
         refill = []
         if stop_strings or any(full) or t % check_every == 0:
             done = [f or not a for f, a in zip(full, alive.tolist())]
@@ -212,7 +216,7 @@ def decode_eager(model, prompts, u, sample, max_new_tokens, stop_t, stop_strings
                     break
                 cache.keep_rows(torch.tensor(keep, device=device))
                 row, step, n, alive, tok = (x[keep] for x in (row, step, n, alive, tok))
-                start, plen = [start[s] for s in keep], [plen[s] for s in keep]
+                start, plen, limit = ([x[s] for s in keep] for x in (start, plen, limit))
                 refill = list(range(len(running), len(keep)))
         # one token for every slot (refilled ones compute a token nobody reads, then get their prefill)
         cache.row_pos, cache.len = n, max(p - s for p, s in zip(plen, start)) + t - 1
@@ -223,7 +227,7 @@ def decode_eager(model, prompts, u, sample, max_new_tokens, stop_t, stop_strings
             rows = list(range(waiting, waiting + len(refill)))
             s, logits[s] = admit(refill, rows)
             for slot, r in zip(refill, rows):
-                start[slot], plen[slot] = t, len(prompts[r])
+                start[slot], plen[slot], limit[slot] = t, len(prompts[r]), budgets[r]
             waiting += len(rows)
     cache.row_pos = None
     return Generation(out_ids, out_lp, lengths, truncated)

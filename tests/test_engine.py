@@ -220,3 +220,17 @@ def test_logprobs_of_empty_completions_are_empty_in_either_path():
     for chunk in (10 ** 9, 50):
         logp, mask, ent = completion_logprobs(model, idx, plen, clen, with_entropy=True, chunk=chunk)
         assert logp.shape == mask.shape == ent.shape == (2, 0)
+
+
+def test_a_budget_per_row_cuts_each_row_where_its_own_budget_ends():
+    model = sharp()
+    stops = stops_for(model)
+    budgets = [3, 24, 7, 1, 12, 20, 5, 9, 2, 16, 11, 4]
+    free = generate(model, GROUPS, 24, stop_ids=stops, temperature=1.0, seed=4)
+    for bs in (None, 5):
+        g = generate(model, GROUPS, budgets, stop_ids=stops, temperature=1.0, seed=4, batch_size=bs)
+        for i, m in enumerate(budgets):
+            n = min(m, int(free.lengths[i]))
+            assert g.tokens[i] == free.tokens[i][:n] and int(g.lengths[i]) == n
+            assert bool(g.truncated[i]) == (m < int(free.lengths[i]) or bool(free.truncated[i]) and m == 24)
+    assert g.truncated.any() and not g.truncated.all()
