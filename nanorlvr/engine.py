@@ -190,7 +190,7 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
         return s, new_logits
 
     _, logits = admit(list(range(B)), list(range(B)))
-    t, waiting = 0, B  # waiting: the next row without a slot
+    t, next_row = 0, B  # next_row: the first row still waiting for a slot
     while True:
         tok, lp = sample(logits, u[row, step])
         tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)  # a stopped row writes padding
@@ -209,7 +209,7 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
         if stop_strings or any(full) or t % check_every == 0:
             done = [f or not a for f, a in zip(full, alive.tolist())]
             running = [s for s, d in enumerate(done) if not d]
-            refill = [s for s, d in enumerate(done) if d][:N - waiting]
+            refill = [s for s, d in enumerate(done) if d][:N - next_row]
             if len(running) + len(refill) < len(done):  # nobody waits for these slots: drop them
                 keep = running + refill
                 if not keep:
@@ -224,11 +224,11 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
         logits = model(tok[:, None], pos=n[:, None], attn_mask=mask, cache=cache)[:, -1]
         n += 1
         if refill:
-            rows = list(range(waiting, waiting + len(refill)))
+            rows = list(range(next_row, next_row + len(refill)))
             s, logits[s] = admit(refill, rows)
             for slot, r in zip(refill, rows):
                 start[slot], plen[slot], limit[slot] = t, len(prompts[r]), budgets[r]
-            waiting += len(rows)
+            next_row += len(rows)
     cache.row_pos = None
     return Generation(out_ids, out_lp, lengths, truncated)
 

@@ -42,7 +42,8 @@ class Rollout:
 @torch.no_grad()
 def rollout(model, enc, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
             fmt=None, batch_size=None, static=False):
-    """fmt: the prompt format (prompts.py; default the toy's). batch_size: rows per generate call (None: all).
+    """fmt: the prompt format (prompts.py; default the toy's). batch_size: rows decoding at once (None: all);
+    a group's G samples share one prefill (engine.generate).
     static: engine.generate's fixed-batch decoding (one CUDA graph per token on a GPU)."""
     t0 = time.time()
     fmt = fmt or ToyFormat(enc)
