@@ -107,7 +107,7 @@ def grpo_workload(args):
     return prompts, lengths.round().long().clamp(16, args.max_new).tolist()
 
 
-def run(label, ours, hf, prompts, budgets, temperature, device, bandwidth, shared_too):
+def run(label, ours, hf, prompts, budgets, temperature, device, bandwidth, shared_too, repeats):
     useful = sum(budgets)
     roof = roofline_seconds(ours, prompts, budgets, bandwidth)
     rows = []
@@ -115,13 +115,17 @@ def run(label, ours, hf, prompts, budgets, temperature, device, bandwidth, share
     variants = [("our engine" + (", shared prefill" if shared_too else ""), True)]
     if shared_too:
         variants.append(("our engine, one prefill per sample", False))
-    for name, share in variants:
-        if shared_too:  # the prefill alone: a budget of one token
-            t_pre, _ = timed(lambda: generate(ours, prompts, 1, temperature=temperature, seed=0, share_prefix=share), device)
-        else:
+    best = {}
+    for _ in range(repeats):  # the variants interleaved, the best time of each: a shared machine's load drifts
+        for name, share in variants:
             t_pre = None
-        t, _ = timed(lambda: generate(ours, prompts, budgets, temperature=temperature, seed=0, share_prefix=share), device)
-        rows.append((f"{label}, {name}", t_pre, t, useful / t, roof / t))
+            if shared_too:  # the prefill alone: a budget of one token
+                t_pre, _ = timed(lambda: generate(ours, prompts, 1, temperature=temperature, seed=0, share_prefix=share), device)
+            t, _ = timed(lambda: generate(ours, prompts, budgets, temperature=temperature, seed=0, share_prefix=share), device)
+            old = best.get(name, (float("inf"), float("inf")))
+            best[name] = (min(old[0], t_pre or old[0]), min(old[1], t))
+    for name, (t_pre, t) in best.items():
+        rows.append((f"{label}, {name}", None if t_pre == float("inf") else t_pre, t, useful / t, roof / t))
     if device == "cuda":  # the CUDA-graph path: one budget for all rows, so every row runs the longest one
         t, _ = timed(lambda: generate(ours, prompts, max(budgets), temperature=temperature, seed=0, static=True), device)
         rows.append((f"{label}, our engine, static=True (all rows to the longest budget)", None, t, useful / t, roof / t))
@@ -146,6 +150,7 @@ def main():
     p.add_argument("--prompts", type=int, default=32, help="grpo: distinct prompts")
     p.add_argument("--group", type=int, default=8, help="grpo: samples per prompt")
     p.add_argument("--max_new", type=int, default=1024, help="grpo: completion budget")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each of our variants, interleaved (the best counts)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.threads:
@@ -161,12 +166,12 @@ def main():
     if "nanovllm" in args.which:
         prompts, budgets = nanovllm_workload(args)
         print(f"nanovllm: {len(prompts)} sequences, prompts {args.min_len}..{args.max_len}, {sum(budgets)} output tokens")
-        rows += run("nanovllm", ours, hf, prompts, budgets, 0.6, device, bandwidth, shared_too=False)
+        rows += run("nanovllm", ours, hf, prompts, budgets, 0.6, device, bandwidth, False, args.repeats)
     if "grpo" in args.which:
         prompts, budgets = grpo_workload(args)
         print(f"grpo: {args.prompts} prompts x G={args.group}, prompts 100..300, {sum(budgets)} output tokens "
               f"(median {sorted(budgets)[len(budgets) // 2]}, max {max(budgets)})")
-        rows += run("grpo", ours, hf, prompts, budgets, 1.0, device, bandwidth, shared_too=True)
+        rows += run("grpo", ours, hf, prompts, budgets, 1.0, device, bandwidth, True, args.repeats)
     print("| what | prefill s | total s | tokens/s | share of decode roofline |\n|---|---|---|---|---|")
     for what, pre, t, tps, share in rows:
         print(f"| {what} | {'' if pre is None else f'{pre:.2f}'} | {t:.2f} | {tps:.1f} | {share:.1%} |")
