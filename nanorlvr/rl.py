@@ -181,6 +181,6 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
             n_updates += 1
     scheduler.step()
     stats.update({key: v / n_updates for key, v in agg_stats.items()})
-    if gap_tokens:
-        stats.update(logp_diff_mean=gap / gap_tokens, logp_diff_max=gap_max)
+    if cfg.top_p >= 1.0:  # over all ranks' tokens (every rank reports the same keys and values)
+        stats.update(logp_diff_mean=dist.sum_(gap) / max(1, dist.sum_(gap_tokens)), logp_diff_max=dist.max_(gap_max))
     return stats
