@@ -12,8 +12,8 @@ The mixing itself lives in kernels.py (fused Triton on CUDA, torch elsewhere). T
   proposes y from its own distribution; where the gate fires at that position the token is re-sampled
   from the mix (gamma = 0 in mode "dlogp": from model b alone, "replace-only"), elsewhere y is kept.
 
-Batching follows engine.generate: left-padded prompts with per-row positions and a key mask (pads attend
-to themselves), rows that stop leave the batch and both caches. On CPU a mixed token is drawn with
+Batching follows engine.generate's static layout: left-padded prompts with per-row positions and a key
+mask (pads attend to themselves); rows that stop leave the batch and both caches at once. On CPU a mixed token is drawn with
 engine.sample_next from the mixed log-probs with engine.generate's per-(row, token) uniforms, so coef 0
 reproduces engine.generate of model a exactly for a given seed; on CUDA with top_p = 1 it is drawn by the
 fused Gumbel-max kernel instead.
