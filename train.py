@@ -111,6 +111,8 @@ class TrainConfig:
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
     verify_workers: int = opt(2, "verifier processes")
     halt_after: int = opt(0, "stop after this many steps of this invocation, as if killed (to test --resume)")
+    old_logp: str = opt("rollout", "rollout | recompute: old log-probs from the sampler or recomputed by the training model (verl)")
+    tis_cap: float = opt(0.0, "C > 0: weight each token's loss by min(pi_train / pi_rollout, C) (truncated IS; recomputes)")
 
     def validate(self):
         """Every flag's allowed values, checked at parse time, before any data is generated or a model

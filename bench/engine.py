@@ -8,7 +8,7 @@ Throughput of the sampling engine (tokens generated per second, every row runnin
            plus the matmul floor: the same model's weight matmuls alone (no attention, norms, cache or
            sampling) for the same tokens, the most any engine computing in fp32 can reach on this machine;
   qwen0.5b (CUDA only) a Qwen2.5-0.5B-shaped model with random weights in bf16 at batch 64 and 256.
-Our engine runs twice: the compacting loop, and static=True (fixed batch, full-length masked cache, one
+Our engine runs twice: the eager loop, and static=True (fixed batch, full-length masked cache, one
 CUDA graph replayed per token on a GPU).
 
     python bench/engine.py [--which toy,qwen2,qwen0.5b] [--batch 64] [--new 128]

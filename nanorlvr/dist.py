@@ -94,6 +94,14 @@ def sum_(x: float) -> float:
     return t.item()
 
 
+def max_(x: float) -> float:
+    if world() == 1:
+        return x
+    t = torch.tensor(float(x), dtype=torch.float64, device=_device)
+    td.all_reduce(t, op=td.ReduceOp.MAX)
+    return t.item()
+
+
 def any_(flag: bool) -> bool:
     return sum_(float(bool(flag))) > 0 if world() > 1 else bool(flag)
 

@@ -1,11 +1,15 @@
 """
 Batched sampling with a pre-allocated KV cache, and teacher-forced scoring of completions.
 
-`generate` takes many *different* prompts at once. They are left-padded to one length so that every row
-writes its keys/values at the same cache position; each row gets its own positions (so padding changes
-nothing) and a key mask hides the pads. Rows that stop (EOS / stop string) are dropped from the batch, so
-later steps only compute what is still running. For every sampled token it returns the log-prob under the
-distribution it was sampled from (after temperature / top-k / top-p), which GRPO uses as the old policy.
+`generate` takes many prompts at once, any lengths, repeats included (GRPO's G samples of a prompt, avg@k's
+k): each distinct prompt is prefilled once and its KV rows are copied to its samples. The eager loop keeps
+up to `batch_size` rows in a right-padded cache where every row has its own length (its own write slot and
+positions; a key mask hides the rest); every `check_every` tokens the host looks at which rows stopped
+(EOS / stop string / budget) and hands their slots to waiting rows, or drops them when none wait. Row i's
+j-th token is drawn with its own pre-drawn uniform u[i, j] (inverse CDF), so a row's tokens depend only on
+its own logits: sharing, refilling and the check interval give the tokens of one row decoded alone. For
+every token it returns the log-prob under the distribution it was sampled from (after temperature /
+top-k / top-p), which GRPO uses as the old policy. static=True is the fixed-batch loop for CUDA graphs.
 
 `completion_logprobs` recomputes those log-probs with one teacher-forced forward (right-padded, plain
 causal attention): the trainer's new policy, the SFT loss, the reference model and the analyses all go
@@ -24,16 +28,18 @@ class Generation:
     ids: torch.Tensor        # (N, max_new_tokens) completion ids, padded with 0 past `lengths`
     logprobs: torch.Tensor   # (N, max_new_tokens) log-prob of each sampled token (0 past `lengths`)
     lengths: torch.Tensor    # (N,) tokens generated, the stop token included
-    truncated: torch.Tensor  # (N,) bool: hit max_new_tokens without stopping
+    truncated: torch.Tensor  # (N,) bool: hit its max_new_tokens without stopping
 
     @property
     def tokens(self) -> list[list[int]]:
         return [row[:n].tolist() for row, n in zip(self.ids, self.lengths.tolist())]
 
 
-def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=None):
     """Sample one token per row from (B, V) logits. Returns (tokens, log-probs under the sampling
-    distribution). temperature 0 is greedy (log-prob 0: the sampling distribution is a point mass)."""
+    distribution). temperature 0 is greedy (log-prob 0: the sampling distribution is a point mass).
+    u (B,): the rows' uniforms in [0, 1) (default: drawn from `generator`); the token is the first whose
+    cumulative probability exceeds u, so a row's draw depends on its own logits and uniform only."""
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(-1), torch.zeros(logits.size(0), device=logits.device)
@@ -47,13 +53,17 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
         drop = probs.cumsum(-1) - probs > top_p  # tokens entirely past the nucleus (the first always stays)
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     logp = logits.log_softmax(-1)
-    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    if u is None:
+        u = torch.rand(logits.size(0), device=logits.device, generator=generator)
+    cdf = logp.exp().cumsum(-1)
+    # first index with cdf > u * total: a token of probability 0 never qualifies (its cdf equals the one before)
+    tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1).clamp(max=logits.size(-1) - 1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
 def prefill_inputs(prompts, max_new_tokens, device):
-    """Left-padded prompt batch as engine.generate builds it: (idx, pos, mask or None, valid, prompt lens).
-    valid[b, j]: cache slot j holds a real token of row b; mask is None when no row is padded."""
+    """Left-padded prompt batch (the static loop's and lockstep's layout): (idx, pos, mask or None, valid,
+    prompt lens). valid[b, j]: cache slot j holds a real token of row b; mask is None when no row is padded."""
     B, P = len(prompts), max(len(p) for p in prompts)
     plen = torch.tensor([len(p) for p in prompts], device=device)
     pad = P - plen
@@ -69,9 +79,9 @@ def prefill_inputs(prompts, max_new_tokens, device):
 
 
 def retire_stopped(stopped, t, last, lengths, truncated, caches, rows, *running):
-    """Bookkeeping after decoding step t: rows that stopped get length t + 1 and are not truncated; unless
-    this was the last step, they leave the KV caches and the per-row tensors (`rows` = original indices,
-    then `running`). Returns (rows, *running) of the rows still decoding (empty rows: all done)."""
+    """lockstep's bookkeeping after decoding step t: rows that stopped get length t + 1 and are not
+    truncated; unless this was the last step, they leave the KV caches and the per-row tensors (`rows` =
+    original indices, then `running`). Returns (rows, *running) of the rows still decoding."""
     lengths[rows[stopped]] = t + 1
     truncated[rows[stopped]] = False
     if last or not bool(stopped.any()):
@@ -82,13 +92,46 @@ def retire_stopped(stopped, t, last, lengths, truncated, caches, rows, *running)
     return (rows[keep], *(x[keep] for x in running))
 
 
+def distinct_prompts(prompts, share=True):
+    """(the distinct prompts, index of each prompt among them): repeated prompts are prefilled once."""
+    if not share:
+        return prompts, torch.arange(len(prompts))
+    first = {}
+    for p in prompts:
+        first.setdefault(tuple(p), len(first))
+    return [list(p) for p in first], torch.tensor([first[tuple(p)] for p in prompts])
+
+
+def prefill_rows(model, prompts, share=True):
+    """Prefill `prompts` right-padded (plain causal attention: no real token sees a pad), each distinct
+    prompt once. Returns the keys and values (n_layer, len(prompts), n_kv_head, P, head_dim) with a
+    repeated prompt's rows copied, and the (len(prompts), vocab) logits of each prompt's next token."""
+    device = next(model.parameters()).device
+    uniq, inv = distinct_prompts(prompts, share)
+    P = max(len(p) for p in uniq)
+    idx = torch.zeros(len(uniq), P, dtype=torch.long)
+    for i, p in enumerate(uniq):
+        idx[i, :len(p)] = torch.tensor(p)
+    cache = KVCache(model.config, len(uniq), P, device, next(model.parameters()).dtype)
+    hidden = model(idx.to(device), cache=cache, head=False)
+    last = torch.tensor([len(p) - 1 for p in uniq], device=device)
+    logits = model.lm_head(hidden[torch.arange(len(uniq), device=device), last])
+    if len(uniq) == len(prompts):  # nothing shared: inv is the identity, no copy
+        return cache.k, cache.v, logits
+    inv = inv.to(device)
+    return cache.k[:, inv], cache.v[:, inv], logits[inv]
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(),
              stop_strings=(), decode=None, seed=None, generator=None, batch_size=None,
-             static=False) -> Generation:
-    """Sample completions for a list of prompts (lists of token ids, any lengths).
+             static=False, share_prefix=True, check_every=8) -> Generation:
+    """Sample completions for a list of prompts (lists of token ids, any lengths, repeats allowed).
+    max_new_tokens: the budget of every row, or a list with one per prompt (not with static).
     stop_ids: token ids that end a row (kept as its last token). stop_strings need `decode` (ids -> str).
-    seed / generator: reproducible sampling. batch_size: split very large requests into chunks.
+    seed / generator: reproducible sampling. batch_size: rows decoded at once (the others wait for a
+    finished row's slot; static: chunks). share_prefix: prefill each distinct prompt once.
+    check_every: tokens between the host's looks at which rows stopped (every token with stop_strings).
     static: decode with a fixed batch and a full-length masked cache (decode_static), as one CUDA graph
     replayed per token on a GPU: far fewer kernel launches, the same tokens."""
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -97,46 +140,98 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
         raise ValueError("stop_strings need a `decode` function")
     if static and stop_strings:
         raise ValueError("static decoding supports stop_ids, not stop_strings")
+    budgets = list(max_new_tokens) if isinstance(max_new_tokens, (list, tuple)) else [max_new_tokens] * len(prompts)
+    if len(budgets) != len(prompts) or min(budgets) < 1 or (static and len(set(budgets)) > 1):
+        raise ValueError("max_new_tokens: a positive int, or one per prompt (static decoding: one for all)")
+    P, max_new_tokens = max(len(p) for p in prompts), max(budgets)
+    if P + max_new_tokens > model.config.max_seq_len:
+        raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len {model.config.max_seq_len}")
     device = next(model.parameters()).device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    if batch_size and len(prompts) > batch_size:
-        parts = [generate(model, prompts[i:i + batch_size], max_new_tokens, temperature, top_k, top_p, stop_ids,
-                          stop_strings, decode, None, generator, static=static) for i in range(0, len(prompts), batch_size)]
-        return Generation(*(torch.cat([getattr(p, f) for p in parts]) for f in ("ids", "logprobs", "lengths", "truncated")))
-
-    B, P = len(prompts), max(len(p) for p in prompts)
-    if P + max_new_tokens > model.config.max_seq_len:
-        raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len {model.config.max_seq_len}")
-    idx, pos, mask, valid, plen = prefill_inputs(prompts, max_new_tokens, device)
-    any_pad = mask is not None
-    cache = KVCache(model.config, B, P + max_new_tokens, device, next(model.parameters()).dtype)
-    logits = model(idx, pos=pos, attn_mask=mask, cache=cache, last_only=True)[:, -1]
+    # one uniform per (row, token), drawn up front: row i's j-th token does not depend on its batch-mates
+    u = torch.rand(len(prompts), max_new_tokens, device=device, generator=generator)
+    sample = lambda logits, uu: sample_next(logits, temperature, top_k, top_p, u=uu)  # noqa: E731
     stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     if static:
-        return decode_static(model, cache, logits, plen, valid, max_new_tokens, stop_t,
-                             lambda x: sample_next(x, temperature, top_k, top_p, generator))
+        n = batch_size or len(prompts)
+        parts = [decode_static(model, prompts[i:i + n], u[i:i + n], sample, max_new_tokens, stop_t, share_prefix, check_every)
+                 for i in range(0, len(prompts), n)]
+        return Generation(*(torch.cat([getattr(p, f) for p in parts]) for f in ("ids", "logprobs", "lengths", "truncated")))
+    return decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode,
+                        batch_size or len(prompts), share_prefix, check_every)
 
-    out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
-    out_lp = torch.zeros(B, max_new_tokens, device=device)
-    lengths = torch.full((B,), max_new_tokens, device=device)
-    truncated = torch.ones(B, dtype=torch.bool, device=device)
-    rows = torch.arange(B, device=device)   # original index of each row still running
-    next_pos = plen.clone()
-    for t in range(max_new_tokens):
-        tok, lp = sample_next(logits, temperature, top_k, top_p, generator)
-        out_ids[rows, t], out_lp[rows, t] = tok, lp
-        stopped = torch.isin(tok, stop_t)
-        if stop_strings:
-            tails = [decode(out_ids[r, max(0, t - 15):t + 1].tolist()) for r in rows.tolist()]
-            stopped |= torch.tensor([any(s in tail for s in stop_strings) for tail in tails], device=device)
-        last = t == max_new_tokens - 1
-        rows, tok, valid, next_pos = retire_stopped(stopped, t, last, lengths, truncated, [cache], rows, tok, valid, next_pos)
-        if last or len(rows) == 0:
-            break
-        step_mask = valid[:, None, None, :cache.len + 1] if any_pad else None
-        logits = model(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=cache)[:, -1]
-        next_pos += 1
+
+def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode, batch_size,
+                 share_prefix, check_every):
+    """generate's loop: up to batch_size slots, each decoding one row at its own cache length n[slot]
+    (right-padded; slot j is visible to a row once j <= n). Finished rows are found every check_every
+    tokens: their slots are refilled with waiting rows (prefilled together) or, when none wait, dropped."""
+    N, device, max_new_tokens = len(prompts), u.device, u.size(1)
+    B = min(N, batch_size)
+    cache = KVCache(model.config, B, max(len(p) for p in prompts) + max_new_tokens, device,
+                    next(model.parameters()).dtype)
+    out_ids = torch.zeros(N, max_new_tokens, dtype=torch.long, device=device)
+    out_lp = torch.zeros(N, max_new_tokens, device=device)
+    lengths = torch.tensor(budgets, device=device)
+    truncated = torch.ones(N, dtype=torch.bool, device=device)
+    # per slot: the row it decodes, that row's tokens so far, its cache length, still running (device);
+    # on the host: the step t at which it started, its prompt length (n = plen + t - start: no sync), its budget
+    row = torch.arange(B, device=device)
+    step = torch.zeros(B, dtype=torch.long, device=device)
+    n = torch.tensor([len(prompts[r]) for r in range(B)], device=device)
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+    start, plen, limit = [0] * B, [len(prompts[r]) for r in range(B)], budgets[:B]
+
+    def admit(slots, rows):  # prefill waiting rows into these slots (the prompt's keys at slots 0..plen-1)
+        k, v, new_logits = prefill_rows(model, [prompts[r] for r in rows], share_prefix)
+        s = torch.tensor(slots, device=device)
+        cache.k[:, s, :, :k.size(3)], cache.v[:, s, :, :k.size(3)] = k, v
+        row[s], step[s], alive[s] = torch.tensor(rows, device=device), 0, True
+        n[s] = torch.tensor([len(prompts[r]) for r in rows], device=device)
+        return s, new_logits
+
+    _, logits = admit(list(range(B)), list(range(B)))
+    t, next_row = 0, B  # next_row: the first row still waiting for a slot
+    while True:
+        tok, lp = sample(logits, u[row, step])
+        tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)  # a stopped row writes padding
+        out_ids[row, step], out_lp[row, step] = tok, lp
+        stopped = alive & torch.isin(tok, stop_t)
+        if stop_strings:  # the host decodes each running row's tail every token
+            tails = [decode(out_ids[r, max(0, j - 15):j + 1].tolist()) for r, j in zip(row.tolist(), step.tolist())]
+            stopped |= alive & torch.tensor([any(s in tail for s in stop_strings) for tail in tails], device=device)
+        lengths[row] = torch.where(stopped, step + 1, lengths[row])
+        truncated[row] &= ~stopped
+        alive &= ~stopped
+        step += 1
+        t += 1
+        full = [t - s == m for s, m in zip(start, limit)]  # known on the host: no sync
+        refill = []
+        if stop_strings or any(full) or t % check_every == 0:
+            done = [f or not a for f, a in zip(full, alive.tolist())]
+            running = [s for s, d in enumerate(done) if not d]
+            refill = [s for s, d in enumerate(done) if d][:N - next_row]
+            if len(running) + len(refill) < len(done):  # nobody waits for these slots: drop them
+                keep = running + refill
+                if not keep:
+                    break
+                cache.keep_rows(torch.tensor(keep, device=device))
+                row, step, n, alive, tok = (x[keep] for x in (row, step, n, alive, tok))
+                start, plen, limit = ([x[s] for s in keep] for x in (start, plen, limit))
+                refill = list(range(len(running), len(keep)))
+        # one token for every slot (refilled ones compute a token nobody reads, then get their prefill)
+        cache.row_pos, cache.len = n, max(p - s for p, s in zip(plen, start)) + t - 1
+        mask = (torch.arange(cache.len + 1, device=device) <= n[:, None])[:, None, None, :]
+        logits = model(tok[:, None], pos=n[:, None], attn_mask=mask, cache=cache)[:, -1]
+        n += 1
+        if refill:
+            rows = list(range(next_row, next_row + len(refill)))
+            s, logits[s] = admit(refill, rows)
+            for slot, r in zip(refill, rows):
+                start[slot], plen[slot], limit[slot] = t, len(prompts[r]), budgets[r]
+            next_row += len(rows)
+    cache.row_pos = None
     return Generation(out_ids, out_lp, lengths, truncated)
 
 
@@ -181,11 +276,20 @@ class StaticStep:
         return self.out
 
 
-def decode_static(model, cache, logits, plen, valid, max_new_tokens, stop_t, sample):
-    """generate's decode loop for a fixed batch: every row runs every step (a finished row decodes padding
-    that is never read), slot j of the cache is visible once written, and the step is a StaticStep, as a
-    CUDA graph on a GPU. Returns the Generation that the compacting loop would."""
-    B, L, device = logits.size(0), valid.size(1), logits.device
+def decode_static(model, prompts, u, sample, max_new_tokens, stop_t, share_prefix, check_every):
+    """generate's fixed-batch loop: left-padded prompts (each distinct one prefilled once, its KV rows then
+    copied), every row runs every step (a finished row decodes padding that is never read), slot j of the
+    cache is visible once written, and the step is a StaticStep, as a CUDA graph on a GPU. Returns the
+    Generation that the eager loop would."""
+    device = u.device
+    uniq, inv = distinct_prompts(prompts, share_prefix)
+    idx, pos, mask, valid, plen = prefill_inputs(uniq, max_new_tokens, device)
+    cache = KVCache(model.config, len(uniq), valid.size(1), device, next(model.parameters()).dtype)
+    logits = model(idx, pos=pos, attn_mask=mask, cache=cache, last_only=True)[:, -1]
+    inv = inv.to(device)
+    cache.k, cache.v = cache.k[:, inv], cache.v[:, inv]  # the samples of a prompt start from its KV rows
+    logits, valid, plen = logits[inv], valid[inv], plen[inv]
+    B, L = len(prompts), valid.size(1)
     out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
     out_lp = torch.zeros(B, max_new_tokens, device=device)
     lengths = torch.full((B,), max_new_tokens, device=device)
@@ -193,13 +297,13 @@ def decode_static(model, cache, logits, plen, valid, max_new_tokens, stop_t, sam
     step = StaticStep(model, cache, graph=device.type == "cuda")
     pos, slots = plen.clone(), torch.arange(L, device=device)
     for t in range(max_new_tokens):
-        tok, lp = sample(logits)
+        tok, lp = sample(logits, u[:, t])
         tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)
         out_ids[:, t], out_lp[:, t] = tok, lp
         stopped = alive & torch.isin(tok, stop_t)
-        lengths[stopped] = t + 1
+        lengths = torch.where(stopped, t + 1, lengths)
         alive &= ~stopped
-        if t == max_new_tokens - 1 or not bool(alive.any()):
+        if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and not bool(alive.any())):  # a host sync every check_every tokens
             break
         logits = step(tok, pos, (valid & (slots <= cache.len))[:, None, None, :])
         cache.len += 1

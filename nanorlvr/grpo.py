@@ -77,6 +77,26 @@ def token_weights(p_old, mode="none", c=0.0):
 
 
 # -----------------------------------------------------------------------------
+# rollout / training mismatch: the engine (e.g. a bf16 copy) and the trainer (fp32 master weights under
+# autocast) give the same tokens slightly different log-probs, so the rollout is a little off-policy
+
+
+def logprob_mismatch(train_logp, rollout_logp, mask):
+    """(mean, max) of |log pi_train - log pi_rollout| over the response tokens (floats, 0 if none)."""
+    d = (train_logp.detach().float() - rollout_logp.float()).abs() * mask
+    return (masked_mean(d, mask).item(), d.max().item() if d.numel() else 0.0)
+
+
+# Truncated importance sampling (F. Yao et al., "Your efficient RL framework secretly brings you off-policy
+# RL training", 2025; in verl and TRL): w = min(pi_train / pi_rollout, C) per token
+def tis_weights(train_logp, rollout_logp, cap):
+    """Detached per-token weights min(exp(train_logp - rollout_logp), cap): the tokens were drawn from the
+    rollout engine's distribution, the loss is of the trainer's; cap C bounds the variance. train_logp are
+    the old log-probs recomputed by the training model, before any update."""
+    return torch.exp(train_logp.detach().float() - rollout_logp.float()).clamp(max=cap)
+
+
+# -----------------------------------------------------------------------------
 # KL to the reference policy
 
 
@@ -119,12 +139,13 @@ def clipped_surrogate(ratio, adv, eps_low=0.2, eps_high=0.28):
 
 
 def policy_loss(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.28, agg="token-mean",
-                weights=None, ref_logp=None, kl_coef=0.0, loss_norm=None):
+                weights=None, ref_logp=None, kl_coef=0.0, loss_norm=None, is_weights=None):
     """Clipped GRPO/DAPO policy loss of one (mini)batch. Returns (scalar loss, stats dict of floats).
 
     logp (N, T) requires grad; old_logp (N, T) from the rollout policy; advantages (N,) one per sequence,
     broadcast over its tokens (or already (N, T)), multiplied by `weights` (N, T) if given (Paper 1);
-    mask (N, T) 0/1 response tokens; ref_logp (N, T) adds kl_coef * k3 per token.
+    mask (N, T) 0/1 response tokens; ref_logp (N, T) adds kl_coef * k3 per token; is_weights (N, T)
+    multiply each token's clipped policy term (truncated importance sampling, tis_weights).
     The per-token loss is aggregated per `agg` and divided by `loss_norm` (default: this batch's own
     loss_normaliser(mask, agg); pass the full batch's value when this is a minibatch of a larger step).
     stats (over this batch's response tokens): clip_frac = fraction of tokens whose clipped branch was
@@ -138,6 +159,8 @@ def policy_loss(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.28,
     if weights is not None:
         adv = adv * weights.detach().to(logp.dtype)
     per_token, clipped = clipped_surrogate(ratio, adv, eps_low, eps_high)
+    if is_weights is not None:
+        per_token = per_token * is_weights.detach().to(logp.dtype)
     kl_ref = None
     if ref_logp is not None:
         kl_ref = kl_k3(logp, ref_logp.detach())

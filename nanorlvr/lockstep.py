@@ -12,10 +12,11 @@ The mixing itself lives in kernels.py (fused Triton on CUDA, torch elsewhere). T
   proposes y from its own distribution; where the gate fires at that position the token is re-sampled
   from the mix (gamma = 0 in mode "dlogp": from model b alone, "replace-only"), elsewhere y is kept.
 
-Batching follows engine.generate: left-padded prompts with per-row positions and a key mask (pads attend
-to themselves), rows that stop leave the batch and both caches. On CPU a mixed token is drawn with
-engine.sample_next from the mixed log-probs, so coef 0 reproduces engine.generate of model a exactly for a
-given seed; on CUDA with top_p = 1 it is drawn by the fused Gumbel-max kernel instead.
+Batching follows engine.generate's static layout: left-padded prompts with per-row positions and a key
+mask (pads attend to themselves); rows that stop leave the batch and both caches at once. On CPU a mixed token is drawn with
+engine.sample_next from the mixed log-probs with engine.generate's per-(row, token) uniforms, so coef 0
+reproduces engine.generate of model a exactly for a given seed; on CUDA with top_p = 1 it is drawn by the
+fused Gumbel-max kernel instead.
 """
 from dataclasses import dataclass
 
@@ -39,23 +40,25 @@ class LockstepGeneration(Generation):
         return self.fired.sum().item() / max(1, self.lengths.sum().item())
 
 
-def mix_next(a, b, mode, coef, temperature=1.0, top_p=1.0, generator=None):
+def mix_next(a, b, mode, coef, temperature=1.0, top_p=1.0, generator=None, u=None):
     """One token per row from softmax(z / T) of the mixed logits z of (B, V) logits a, b (nucleus top_p).
-    Returns (tokens, log-probs under the distribution they were drawn from; 0 when greedy)."""
+    u: the rows' uniforms (engine.sample_next). Returns (tokens, log-probs under the distribution they were
+    drawn from; 0 when greedy)."""
     if temperature == 0:
         return mix_sample(a, b, mode, coef, 0.0), torch.zeros(a.size(0), device=a.device)
     logp = mix_logprobs(a, b, mode, coef, temperature)
     if top_p >= 1.0 and a.is_cuda:  # fused Gumbel-max over the vocabulary
         tok = mix_sample(a, b, mode, coef, temperature, generator=generator)
         return tok, logp.gather(1, tok[:, None]).squeeze(1)
-    return sample_next(logp, 1.0, 0, top_p, generator)
+    return sample_next(logp, 1.0, 0, top_p, generator, u)
 
 
 # Paper 1 (Direction of RLVR updates), token replacement: base proposes y; where the gate fires, re-sample from the mix
-def replace_next(a, b, mode, coef, gate, tau, temperature=1.0, top_p=1.0, generator=None):
-    """Model a proposes y ~ its own distribution (T, top_p); the gate is evaluated on y with the models'
-    untempered log-probs; fired rows re-sample from the mix. Returns (tokens, log-probs, fired)."""
-    y, lp = sample_next(a, temperature, 0, top_p, generator)
+def replace_next(a, b, mode, coef, gate, tau, temperature=1.0, top_p=1.0, generator=None, u=None):
+    """Model a proposes y ~ its own distribution (T, top_p; uniforms u); the gate is evaluated on y with the
+    models' untempered log-probs; fired rows re-sample from the mix (fresh uniforms from `generator`).
+    Returns (tokens, log-probs, fired)."""
+    y, lp = sample_next(a, temperature, 0, top_p, generator, u)
     if gate == "dlogp":
         fired = replacement_gate(gate, tau, dlogp=token_dlogp(a, b, y))
     elif gate == "random":
@@ -73,7 +76,7 @@ def replace_next(a, b, mode, coef, gate, tau, temperature=1.0, top_p=1.0, genera
 @torch.no_grad()
 def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", coef=1.0, *, temperature=1.0,
                       top_p=1.0, stop_ids=(), gate=None, tau=None, seed=None, generator=None,
-                      batch_size=None) -> LockstepGeneration:
+                      batch_size=None, u=None) -> LockstepGeneration:
     """Decode `prompts` (lists of token ids) with models a and b in lock-step, drawing tokens from the mix
     of their logits (mode "logits": coef = alpha; "dlogp": coef = gamma). gate=None: every position from
     the mix; gate in GATES: model a leads and the gate (threshold tau) decides where the mix replaces it."""
@@ -89,10 +92,12 @@ def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", 
     device = next(model_a.parameters()).device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
+    if u is None:  # one uniform per (row, token), as engine.generate draws them
+        u = torch.rand(len(prompts), max_new_tokens, device=device, generator=generator)
     if batch_size and len(prompts) > batch_size:
         parts = [generate_lockstep(model_a, model_b, prompts[i:i + batch_size], max_new_tokens, mode, coef,
                                    temperature=temperature, top_p=top_p, stop_ids=stop_ids, gate=gate, tau=tau,
-                                   generator=generator) for i in range(0, len(prompts), batch_size)]
+                                   generator=generator, u=u[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
         fields = ("ids", "logprobs", "lengths", "truncated", "fired")
         return LockstepGeneration(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
@@ -113,10 +118,10 @@ def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", 
     next_pos = plen.clone()
     for t in range(max_new_tokens):
         if gate is None:
-            tok, lp = mix_next(la, lb, mode, coef, temperature, top_p, generator)
+            tok, lp = mix_next(la, lb, mode, coef, temperature, top_p, generator, u[rows, t])
             fired = torch.ones_like(tok, dtype=torch.bool)
         else:
-            tok, lp, fired = replace_next(la, lb, mode, coef, gate, tau, temperature, top_p, generator)
+            tok, lp, fired = replace_next(la, lb, mode, coef, gate, tau, temperature, top_p, generator, u[rows, t])
         out_ids[rows, t], out_lp[rows, t], out_fired[rows, t] = tok, lp, fired
         stopped = torch.isin(tok, stop_t)
         last = t == max_new_tokens - 1

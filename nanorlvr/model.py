@@ -103,8 +103,15 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.len = 0  # positions filled so far (the same for every row)
         self.write_pos = None  # static mode (CUDA graphs, engine.StaticStep): a (1,) tensor slot to write
+        self.row_pos = None    # per-row mode (engine's eager decode): (B,) slot of each row; len = the largest
 
     def update(self, layer, k, v):
+        if self.row_pos is not None:  # one token per row, each at its own slot; attend over slots 0..len (masked)
+            assert k.size(2) == 1, "per-row cache writes take one token per row"
+            rows = torch.arange(k.size(0), device=k.device)
+            self.k[layer][rows, :, self.row_pos] = k[:, :, 0]
+            self.v[layer][rows, :, self.row_pos] = v[:, :, 0]
+            return self.k[layer, :, :, :self.len + 1], self.v[layer, :, :, :self.len + 1]
         if self.write_pos is not None:  # static: write one slot given as a tensor, attend over all (masked)
             self.k[layer].index_copy_(2, self.write_pos, k)
             self.v[layer].index_copy_(2, self.write_pos, v)

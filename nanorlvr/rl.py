@@ -7,6 +7,13 @@ One GRPO step, in two halves that train.py calls in turn:
 The maths (advantages, weights, losses, KL) lives in grpo.py as pure functions; this file only moves data.
 Under torchrun each rank passes its own prompt groups; grpo_update then divides by the global normaliser
 and sums the gradients over ranks (dist.py), so the step is the one a single process would take.
+
+The rollout engine's log-probs (a bf16 copy, other kernels) differ slightly from the trainer's: every step
+logs their gap (logp_diff_mean / logp_diff_max) on the tokens of the first optimizer step's rows, whose
+weights are still the rollout's (with top_p = 1 only: a nucleus' log-probs are of another distribution).
+cfg.old_logp = "recompute" takes the old policy from the training model instead (verl's default);
+cfg.tis_cap = C > 0 also weights each token's loss by min(pi_train / pi_rollout, C) (truncated importance
+sampling, grpo.tis_weights), which corrects for having sampled from the engine's distribution.
 """
 import math
 import time
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from nanorlvr import dist, grpo
+from nanorlvr.common import UsageError
 from nanorlvr.engine import completion_logprobs, generate, pack
 from nanorlvr.evaluate import score
 
@@ -33,7 +41,8 @@ class Rollout:
 @torch.no_grad()
 def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
             batch_size=None, static=False):
-    """fmt: the prompt format (prompts.py). batch_size: rows per generate call (None: all).
+    """fmt: the prompt format (prompts.py). batch_size: rows decoding at once (None: all); a group's G samples
+    share one prefill (engine.generate).
     static: engine.generate's fixed-batch decoding (one CUDA graph per token on a GPU)."""
     t0 = time.time()
     prompts = [fmt.encode(p["question"]) for p in problems for _ in range(group_size)]
@@ -76,10 +85,15 @@ def _logprobs(model, idx, plen, clen, temperature, micro, Lc):
 def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None, autocast=None):
     """Advantages -> cfg.mu passes of cfg.n_minibatches optimizer steps. Returns a dict of floats.
     cfg.micro_batch (if set): rows per forward/backward, gradients accumulated over a minibatch's chunks.
+    cfg.old_logp ("rollout" | "recompute") and cfg.tis_cap: the mismatch corrections (module docstring).
     Under torchrun every rank calls this with its own groups; the normaliser, the skip decisions and the
     gradients are global, so the ranks take identical steps (those of one process on the whole batch)."""
     device = next(model.parameters()).device
     G, world, micro = cfg.group_size, dist.world(), getattr(cfg, "micro_batch", 0)
+    tis_cap, old_from = getattr(cfg, "tis_cap", 0.0), getattr(cfg, "old_logp", "rollout")
+    if old_from not in ("rollout", "recompute") or tis_cap < 0:
+        raise UsageError(f"--old_logp={old_from} --tis_cap={tis_cap}: old_logp is rollout or recompute, tis_cap >= 0")
+    recompute = cfg.top_p < 1.0 or old_from == "recompute" or tis_cap > 0
     adv = grpo.group_advantages(roll.rewards, G, scale_std=cfg.scale_std)
     keep = torch.ones(len(adv), dtype=torch.bool)
     if cfg.dynamic_sampling:
@@ -108,16 +122,20 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
         Lc = int(clen.max())
         old_logp, adv = roll.old_logp[rows, :Lc].to(device), adv[rows].to(device)
         idx, plen, clen = idx.to(device), plen.to(device), clen.to(device)
+        rollout_logp, is_w = old_logp, None
         with ctx:
-            if cfg.top_p < 1.0:  # the engine's log-probs are of the nucleus distribution: use the full one
+            if recompute:  # the old policy from the training model (with top_p < 1 the engine's are the nucleus')
                 old_logp = _logprobs(model, idx, plen, clen, cfg.temperature, micro, Lc)
             ref_logp = _logprobs(ref_model, idx, plen, clen, cfg.temperature, micro, Lc) if ref_model else None
         mask = (torch.arange(Lc, device=device)[None, :] < clen[:, None]).float()
         weights = grpo.token_weights(old_logp.exp(), cfg.reweight, cfg.reweight_c)
+        if tis_cap > 0:
+            is_w = grpo.tis_weights(old_logp, rollout_logp, tis_cap)
         seq_lens = plen + clen
     mb_size = max(1, math.ceil(n / cfg.n_minibatches))
     stat_keys = ["clip_frac", "approx_kl", "ratio_mean", "entropy"] + (["kl_ref"] if ref_model else [])
     agg_stats, n_updates = {}, 0
+    gap, gap_max, gap_tokens = 0.0, 0.0, 0  # |log pi_train - log pi_rollout| before the first optimizer step
     for epoch in range(cfg.mu):
         perm = torch.randperm(n) if cfg.n_minibatches > 1 else torch.arange(n)
         # several ranks: exactly n_minibatches (maybe empty) chunks each, so all take the same optimizer steps
@@ -134,8 +152,13 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
                     loss, s = grpo.policy_loss(logp, old_logp[c, :Lm], adv[c], mask[c, :Lm], eps_low=cfg.eps_low,
                                                eps_high=cfg.eps_high, agg=cfg.loss_agg, weights=weights[c, :Lm],
                                                ref_logp=None if ref_logp is None else ref_logp[c, :Lm],
-                                               kl_coef=cfg.kl_coef, loss_norm=norm)
+                                               kl_coef=cfg.kl_coef, loss_norm=norm,
+                                               is_weights=None if is_w is None else is_w[c, :Lm])
                 s["entropy"] = grpo.masked_mean(ent, mask[c, :Lm]).item()
+                if n_updates == 0 and cfg.top_p >= 1.0:  # the weights are still the rollout's (and so is the distribution)
+                    g_mean, g_max = grpo.logprob_mismatch(logp, rollout_logp[c, :Lm], mask[c, :Lm])
+                    k = int(mask[c, :Lm].sum())
+                    gap, gap_max, gap_tokens = gap + g_mean * k, max(gap_max, g_max), gap_tokens + k
                 if not torch.isfinite(loss):
                     bad = loss.item()
                     break
@@ -156,4 +179,6 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
             n_updates += 1
     scheduler.step()
     stats.update({key: v / n_updates for key, v in agg_stats.items()})
+    if cfg.top_p >= 1.0:  # over all ranks' tokens (every rank reports the same keys and values)
+        stats.update(logp_diff_mean=dist.sum_(gap) / max(1, dist.sum_(gap_tokens)), logp_diff_max=dist.max_(gap_max))
     return stats

@@ -85,25 +85,88 @@ def test_top_k_and_top_p_restrict_the_support():
     assert set(tok.tolist()) == {0}
 
 
-def test_static_decoding_gives_the_same_tokens_as_the_compacting_loop():
+def sharp(arch="llama"):
+    """tiny() with sharper logits: varied greedy output with clear margins, so stop ids end rows at
+    different steps and float differences in the last bit cannot flip a token."""
+    model = tiny(arch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(8)
+    return model
+
+
+def stops_for(model):
+    """Stop ids that end the first three rows of PROMPTS at different steps."""
+    plain = generate(model, PROMPTS, 24, temperature=0).ids
+    assert_greedy_path_is_clear(model, PROMPTS, plain.tolist())
+    return sorted({int(plain[i, 3 + 5 * i]) for i in range(3)})
+
+
+def assert_same(a, b):
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.lengths, b.lengths) and torch.equal(a.truncated, b.truncated)
+    # the same tokens; their log-probs to float precision (sharp() logits are large, the cache layouts differ)
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_static_decoding_gives_the_same_tokens_as_the_eager_loop():
     for arch in ("llama", "gpt2"):
-        model = tiny(arch)
-        with torch.no_grad():  # sharper logits: varied greedy output, so stop ids end rows at different steps
-            for p in model.parameters():
-                p.mul_(8)
-        plain = generate(model, PROMPTS, 24, temperature=0).ids
-        assert_greedy_path_is_clear(model, PROMPTS, plain.tolist())
-        stops = sorted({int(plain[i, 3 + 5 * i]) for i in range(3)})
-        a = generate(model, PROMPTS, 24, temperature=0, stop_ids=stops)
-        b = generate(model, PROMPTS, 24, temperature=0, stop_ids=stops, static=True)
-        assert len(set(a.lengths.tolist())) > 1, "the rows should stop at different steps"
-        assert torch.equal(a.ids, b.ids) and torch.equal(a.lengths, b.lengths)
-        assert torch.equal(a.truncated, b.truncated)
-        # seeded sampling (no stops: the compacting loop then draws for the same rows in the same order)
-        a = generate(model, PROMPTS, 16, temperature=1.0, seed=5)
-        b = generate(model, PROMPTS, 16, temperature=1.0, seed=5, static=True)
-        assert torch.equal(a.ids, b.ids)
-        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=1e-5)
+        model = sharp(arch)
+        stops = stops_for(model)
+        for kw in (dict(temperature=0), dict(temperature=1.0, seed=5)):  # greedy and seeded sampling
+            a = generate(model, PROMPTS, 24, stop_ids=stops, **kw)
+            b = generate(model, PROMPTS, 24, stop_ids=stops, static=True, **kw)
+            assert len(set(a.lengths.tolist())) > 1, "the rows should stop at different steps"
+            assert_same(a, b)
+
+
+def test_inverse_cdf_sampling_picks_the_token_whose_interval_holds_u():
+    logits = torch.tensor([0.5, 0.3, 0.2, 0.0]).log().repeat(4, 1)  # cumulative 0.5, 0.8, 1.0, 1.0
+    tok, lp = sample_next(logits, u=torch.tensor([0.0, 0.49, 0.6, 0.95]))
+    assert tok.tolist() == [0, 0, 1, 2]  # never token 3, of probability 0
+    torch.testing.assert_close(lp.exp(), torch.tensor([0.5, 0.5, 0.3, 0.2]))
+
+
+GROUPS = [p for p in PROMPTS for _ in range(3)]  # G = 3 samples per prompt, prompt-major as in GRPO
+
+
+def test_shared_prefill_prefills_each_distinct_prompt_once_and_gives_the_unshared_output():
+    model = sharp()
+    stops = stops_for(model)
+    rows = []
+    model.model.embed_tokens.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape))
+    for static in (False, True):
+        for kw in (dict(temperature=0), dict(temperature=1.0, seed=7)):
+            rows.clear()
+            shared = generate(model, GROUPS, 20, stop_ids=stops, static=static, **kw)
+            assert rows[0] == (len(PROMPTS), max(map(len, PROMPTS)))  # the prefill: one row per distinct prompt
+            unshared = generate(model, GROUPS, 20, stop_ids=stops, static=static, share_prefix=False, **kw)
+            assert_same(shared, unshared)
+    # seeded rows of one prompt differ (each has its own uniforms), and a repeat of a prompt alone is itself
+    g = generate(model, GROUPS, 20, temperature=1.0, seed=7)
+    assert len({tuple(t) for t in g.tokens[:3]}) > 1
+
+
+def test_checking_for_finished_rows_every_few_tokens_changes_nothing():
+    model = sharp()
+    stops = stops_for(model)
+    for kw in (dict(temperature=0), dict(temperature=1.0, seed=2)):
+        every = generate(model, GROUPS, 24, stop_ids=stops, check_every=1, **kw)
+        for n in (5, 64):
+            assert_same(every, generate(model, GROUPS, 24, stop_ids=stops, check_every=n, **kw))
+
+
+def test_refilling_finished_slots_with_waiting_rows_gives_the_all_at_once_output():
+    model = sharp()
+    stops = stops_for(model)
+    seen = []
+    model.model.embed_tokens.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    for kw in (dict(temperature=0), dict(temperature=1.0, seed=3)):
+        whole = generate(model, GROUPS, 24, stop_ids=stops, **kw)
+        for bs, every in ((4, 1), (5, 3), (1, 8)):
+            seen.clear()
+            assert_same(whole, generate(model, GROUPS, 24, stop_ids=stops, batch_size=bs, check_every=every, **kw))
+            assert max(seen) <= bs  # never more rows at once than batch_size
+        assert len(set(whole.lengths.tolist())) > 1
 
 
 def _reference_logprobs(model, idx, plen, clen, temperature):
@@ -162,3 +225,17 @@ def test_logprobs_of_empty_completions_are_empty_in_either_path():
     for chunk in (10 ** 9, 50):
         logp, mask, ent = completion_logprobs(model, idx, plen, clen, with_entropy=True, chunk=chunk)
         assert logp.shape == mask.shape == ent.shape == (2, 0)
+
+
+def test_a_budget_per_row_cuts_each_row_where_its_own_budget_ends():
+    model = sharp()
+    stops = stops_for(model)
+    budgets = [3, 24, 7, 1, 12, 20, 5, 9, 2, 16, 11, 4]
+    free = generate(model, GROUPS, 24, stop_ids=stops, temperature=1.0, seed=4)
+    for bs in (None, 5):
+        g = generate(model, GROUPS, budgets, stop_ids=stops, temperature=1.0, seed=4, batch_size=bs)
+        for i, m in enumerate(budgets):
+            n = min(m, int(free.lengths[i]))
+            assert g.tokens[i] == free.tokens[i][:n] and int(g.lengths[i]) == n
+            assert bool(g.truncated[i]) == (m < int(free.lengths[i]) or bool(free.truncated[i]) and m == 24)
+    assert g.truncated.any() and not g.truncated.all()

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from nanorlvr.grpo import (group_advantages, kl_k3, loss_normaliser, masked_mean, policy_loss, token_weights,
-                           zero_variance_groups)
+from nanorlvr.grpo import (group_advantages, kl_k3, logprob_mismatch, loss_normaliser, masked_mean, policy_loss,
+                           tis_weights, token_weights, zero_variance_groups)
 
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-sum-constant"]
 
@@ -190,3 +190,20 @@ def test_loss_normaliser_values():
     assert loss_normaliser(mask, "seq-mean-token-mean") == 2
     assert loss_normaliser(mask, "seq-sum-constant") == 8
     assert loss_normaliser(mask, "seq-sum-constant", constant=100) == 200
+
+
+def test_tis_weight_is_the_capped_probability_ratio_on_a_hand_example():
+    train, rollout = torch.tensor([[-1.0, -2.0, -0.3]]), torch.tensor([[-1.5, -1.0, -0.3]])
+    w = tis_weights(train, rollout, cap=1.5)
+    assert close(w, torch.tensor([[1.5, math.exp(-1.0), 1.0]]))  # e^0.5 = 1.65 capped; e^-1; equal policies: 1
+    mean, mx = logprob_mismatch(train, rollout, torch.tensor([[1, 1, 0]]))
+    assert close(mean, 0.75) and close(mx, 1.0)  # the masked third token counts in neither
+
+
+def test_importance_weights_multiply_each_token_policy_term_and_ones_change_nothing():
+    plain, _ = hand_loss(agg="token-mean")
+    ones, _ = hand_loss(agg="token-mean", is_weights=torch.ones(2, 3))
+    assert torch.equal(plain, ones)
+    w = torch.tensor([[2.0, 1.0, 1.0], [1.0, 1.0, 1.0]])  # doubles the first token's term, -(1.0 * 1)
+    weighted, _ = hand_loss(agg="token-mean", is_weights=w)
+    assert close(weighted, (1.02 - 1.0) / 5)

@@ -10,15 +10,16 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr.extrapolate import is_norm
 from nanorlvr.model import GPT, GPTConfig
 
-TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200", "--n_test=16", "--n_eval=16",
-        "--eval_k=2", "--prompts_per_step=4", "--group_size=4", "--max_new_tokens=16", "--lr=3e-3", "--warmup=1",
+TINY = ["--n_layer=2", "--n_embd=64", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200", "--n_test=16", "--n_eval=16",
+        "--eval_k=2", "--prompts_per_step=4", "--group_size=8", "--max_new_tokens=16", "--lr=3e-3", "--warmup=1",
         "--threads=1", "--verify_workers=1"]
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
-    train.main(TINY + ["--stage=sft", "--sft_steps=60", "--sft_batch=32", f"--data_dir={d}/data", f"--base_dir={d}/base"])
+    # a base that solves some problems (a few %), so that GRPO steps have rewards to learn from
+    train.main(TINY + ["--stage=sft", "--sft_steps=200", "--sft_batch=32", f"--data_dir={d}/data", f"--base_dir={d}/base"])
     return d
 
 
