@@ -119,9 +119,9 @@ def run_eval(model, generate_fn, problems, cfg, fmt, calls=None):
 
 
 def summary(label, r, k):
-    s = f"{label}: n={r['n']} greedy {r['greedy_acc']:.3f}"
-    if k:
-        s += f"  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f}"
+    s = f"{label}: n={r['n']} greedy {r['greedy_acc']:.3f} (truncated {r['greedy_truncated']:.3f})"
+    if k:  # truncated responses score 0: their share is printed beside each accuracy
+        s += f"  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} (truncated {r['truncated']:.3f})"
     return s + (f"  replaced {r['replacement_ratio']:.3f}" if "replacement_ratio" in r else "")
 
 
