@@ -31,6 +31,7 @@ from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import rl_extra_jump
+from nanorlvr.grpo import GRPOConfig
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
@@ -305,7 +306,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     if m and segment_start is None:
         segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    P, G = cfg.prompts_per_step, cfg.group_size
+    P, G, update_cfg = cfg.prompts_per_step, cfg.group_size, GRPOConfig.from_config(cfg)
     prog = Progress(cfg.steps, start=step)
     real_steps = state["real_steps"] if state else 0
     first_step = step
@@ -324,7 +325,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
                        seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p, workers=cfg.verify_workers,
                        batch_size=cfg.gen_batch or None, static=static_decode(cfg, model))
         t1 = time.time()
-        stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model, autocast=ctx)
+        stats = grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1
         t2 = time.time()
         lens = torch.tensor([len(c) for c in roll.completions], dtype=torch.float)
