@@ -15,6 +15,7 @@ with the held-out accuracy before and after RL.
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -111,7 +112,6 @@ class TrainConfig:
     save_every: int = opt(10, "checkpoint every this many steps (and step 0 and the last)")
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
     verify_workers: int = opt(2, "verifier processes")
-    halt_after: int = opt(0, "stop after this many steps of this invocation, as if killed (to test --resume)")
     old_logp: str = opt("rollout", "rollout | recompute: old log-probs from the sampler or recomputed by the training model (verl)")
     tis_cap: float = opt(0.0, "C > 0: weight each token's loss by min(pi_train / pi_rollout, C) (truncated IS; recomputes)")
 
@@ -132,7 +132,7 @@ class TrainConfig:
                      "sft_batch", "steps", "prompts_per_step", "max_new_tokens", "mu", "n_minibatches", "save_every",
                      "verify_workers"):
             need(getattr(self, name) >= 1, name, "must be a positive integer")
-        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup", "halt_after"):
+        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup"):
             need(getattr(self, name) >= 0, name, "must be >= 0 (0: see --help)")
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
@@ -160,6 +160,10 @@ class TrainConfig:
             raise UsageError(f"--base_dir: no Hugging Face checkpoint at {self.base_dir} (config.json missing): "
                              "train it with --stage=sft (or --stage=all), or give --init_from")
 
+
+# the tests' way to stop a GRPO run after this many steps of one invocation, as if it were killed (to check
+# that --resume continues it exactly); not a flag, as no user wants it
+HALT_AFTER = "NANORLVR_HALT_AFTER"
 
 # the flags that take one of a few words (checked by TrainConfig.validate)
 CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llama3"),
@@ -310,9 +314,10 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     prog = Progress(cfg.steps, start=step)
     real_steps = state["real_steps"] if state else 0
     first_step = step
+    halt_after = int(os.environ.get(HALT_AFTER, "0"))
     while step < cfg.steps:
-        if cfg.halt_after and step - first_step >= cfg.halt_after:
-            log(f"halting after {cfg.halt_after} steps (--halt_after): continue with --resume=true")
+        if halt_after and step - first_step >= halt_after:
+            log(f"halting after {halt_after} steps (${HALT_AFTER}): continue with --resume=true")
             return base_eval, None, real_steps
         # data position = step: batch s is a slice of a fixed, seeded sequence of epoch permutations
         epoch, off = divmod(step * P, len(train))

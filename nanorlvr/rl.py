@@ -39,16 +39,15 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
+def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2,
             batch_size=None, static=False):
     """fmt: the prompt format (prompts.py). batch_size: rows decoding at once (None: all); a group's G samples
     share one prefill (engine.generate).
     static: engine.generate's fixed-batch decoding (one CUDA graph per token on a GPU)."""
     t0 = time.time()
     prompts = [fmt.encode(p["question"]) for p in problems for _ in range(group_size)]
-    with autocast or torch.autocast("cpu", enabled=False):
-        g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                     stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
+    g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                 stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
     t1 = time.time()
     ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], fmt.decode, workers=workers,
                   truncated=g.truncated)  # truncated = no final answer = reward 0
