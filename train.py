@@ -38,7 +38,7 @@ from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
 from nanorlvr.rl import grpo_update, micro_batches, packed_rows, rollout
-from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
+from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
 
 
@@ -353,15 +353,9 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         if halt_after and step - first_step >= halt_after:
             log(f"halting after {halt_after} steps (${HALT_AFTER}): continue with --resume=true")
             return base_eval, None, real_steps
-        # data position = step: batch s is a slice of a fixed, seeded sequence of epoch permutations, so a
-        # resumed run sees the same prompts without saving any data state
-        epoch, off = divmod(step * P, len(train))
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        batch = [train[i] for i in perm[off:off + P].tolist()]
-        if len(batch) < P:  # the epoch ran out mid-batch: the rest from the start of the next one
-            nxt = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1))
-            batch += [train[i] for i in nxt[:P - len(batch)].tolist()]
-        batch = batch[dist.rank() * P // W:(dist.rank() + 1) * P // W]  # whole groups per rank
+        # the step's P prompts depend on the step alone (a resumed run needs no data state); whole groups
+        # per rank
+        batch = step_batch(train, step, P, cfg.seed)[dist.rank() * P // W:(dist.rank() + 1) * P // W]
         # rollout: G samples per prompt from the sampling copy, each scored by the verifier (0/1 reward);
         # the seed depends on the step and rank only, so a resumed run samples the same completions
         roll = rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
