@@ -20,6 +20,8 @@ only `#### -3.75`, as web data mixes worked solutions with bare answers. The SFT
 and often answers directly, which a 0.8M model mostly gets wrong; the reward teaches it to work the
 problem out. This is the quickstart's RL gain: with `p_direct=0` the base's errors are arithmetic slips,
 which GRPO fixes far more slowly (docs/results.md has both).
+
+`step_batch` gives each GRPO step its prompts: a slice of seeded epoch permutations, a function of the step.
 """
 import hashlib
 import json
