@@ -32,7 +32,7 @@ from nanorlvr.curves import plot_curves
 from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.evaluate import evaluate
-from nanorlvr.extrapolate import rl_extra_jump
+from nanorlvr.extrapolate import RLExtra
 from nanorlvr.grpo import GRPOConfig
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
@@ -307,7 +307,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps,
                                           cfg.schedule)
     m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)  # validated as "m,n"
-    step, segment_start, base_eval = 0, None, None
+    step, base_eval, extra = 0, None, RLExtra(m, n)  # extra: paper 2's RL-Extra (segment start, jumps)
     state = ckpt.load_trainer_state(run_dir) if cfg.resume else None
     if state is not None:
         step = state["step"]
@@ -317,12 +317,10 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        segment_start, base_eval = state.get("segment_start"), state.get("base_eval")
+        base_eval = state.get("base_eval")
         if main_rank:  # the steps after the checkpoint are replayed: drop their rows, so each is logged once
             ckpt.rewind_metrics(run_dir, step)
-        # the state was loaded to the CPU: the next jump needs the segment start next to the weights
-        if segment_start is not None:
-            segment_start = (segment_start[0], {k: v.to(device) for k, v in segment_start[1].items()})
+        extra.load(state.get("segment_start"), device)
         log(f"resumed {run_dir} at step {step}")
     else:
         if cfg.resume:
@@ -340,8 +338,8 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
     sampler = dist.Sampler(model, precision)  # the weights rollouts and evaluations sample from (dist.py)
     model.grad_ckpt, ctx = cfg.grad_ckpt, dist.autocast(precision, device)
-    if m and segment_start is None:
-        segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if m and extra.segment_start is None:
+        extra.start(step, model)
 
     P, G, update_cfg = cfg.prompts_per_step, cfg.group_size, GRPOConfig.from_config(cfg)
     prog = Progress(cfg.steps, start=step)
@@ -381,16 +379,13 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             log(f"warning: step {step}: {row['truncated']:.0%} of samples truncated: raise --max_new_tokens")
         # paper 2, Eq. 3 (RL-Extra): after m real steps, jump along the last segment's direction; the last
         # jump stops at --steps, so the checkpoint's step is its true one
-        jump = min(n, cfg.steps - step)
-        if m and real_steps % m == 0 and jump:
-            s0, sd0 = segment_start
-            model.load_state_dict(rl_extra_jump(sd0, model.state_dict(), m, jump))
-            if cfg.rl_extra_optimizer == "reset":
+        jump = extra.jump(model, real_steps, step, cfg.steps)
+        if jump:
+            if cfg.rl_extra_optimizer == "reset":  # the moments belong to the weights before the jump
                 optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, 0, cfg.steps,
                                                       cfg.schedule)
             step += jump
             row["rl_extra_jump_to"] = step
-            segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         log(f"step {step:4d}/{cfg.steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} "
             f"len {row['len']:.1f} ent {row.get('entropy', float('nan')):.3f} "
             f"clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
@@ -412,8 +407,9 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
                             info=run_info(cfg, fmt))
             ckpt.save_trainer_state({"step": step, "real_steps": real_steps,
                                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "rng": rng_state(), "data_pos": step * P, "segment_start": segment_start,
-                                     "base_eval": base_eval, "config": vars(cfg)}, run_dir)
+                                     "rng": rng_state(), "data_pos": step * P,
+                                     "segment_start": extra.segment_start, "base_eval": base_eval,
+                                     "config": vars(cfg)}, run_dir)
     final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
