@@ -443,18 +443,8 @@ def load_task(cfg):
     return fmt.enc, fmt, load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
 
 
-def main(argv=None):
-    cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = dist.init(pick_device(cfg.device))
-    try:
-        run(cfg, device)
-    finally:
-        dist.shutdown()
-
-
 def run(cfg, device):
+    """Checks that need the world size and the model's context; then SFT (if needed), GRPO, summary."""
     t_start = time.time()
     precision = dist.resolve_precision(cfg.precision, device)
     has_base = (Path(cfg.base_dir) / "config.json").exists()
@@ -510,6 +500,17 @@ def run(cfg, device):
         for name in ("greedy_acc", "greedy_truncated", f"avg{k}", f"pass{k}", "truncated"):
             log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
         log(f"wall time {fmt_secs(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
+
+
+def main(argv=None):
+    cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = dist.init(pick_device(cfg.device))
+    try:
+        run(cfg, device)
+    finally:
+        dist.shutdown()
 
 
 if __name__ == "__main__":
