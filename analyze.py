@@ -2,12 +2,12 @@
 Analyses of a GRPO run and of (base, RL) model pairs, one subcommand per paper method. Each writes
 report.json, PNG plots and summary.md into --out (default out/analysis/<subcommand>).
 
-    python analyze.py dlogp --base=out/grpo/step_000000 --rl=out/grpo/step_000150   # paper 1: token metrics, replacement
-    python analyze.py linearity --run=out/grpo                                       # paper 2: weight / log-prob R^2
+    python analyze.py dlogp --base=out/grpo/step_000000 --rl=out/grpo/step_000150   # paper 1: token metrics
+    python analyze.py linearity --run=out/grpo                                       # paper 2: linearity R^2
     python analyze.py extrapolate --run=out/grpo --t0=50 --t1=100 --alpha=1,1.5,2,3  # paper 2, Eq. 2
     python analyze.py rank1 --base=out/grpo/step_000000 --rl=out/grpo/step_000150    # paper 3: rank-1 model
     python analyze.py alpharl --run=out/grpo --window=2,3                            # paper 3: AlphaRL
-    python analyze.py dlogp --base=smollm2 --rl=out/smol --data=gsm8k_test.jsonl     # any checkpoints, any data
+    python analyze.py dlogp --base=smollm2 --rl=out/smol --data=gsm8k_test.jsonl     # any checkpoints, data
 
 Any checkpoint works, the toy or a Hugging Face model: each is prompted in its own format, and accuracy is
 avg@k (greedy accuracy with --k=0) on the first --n_eval problems of --data, or by default on the held-out
@@ -43,7 +43,8 @@ class Common:
     out: str = opt("", "output folder (default out/analysis/<subcommand>)")
     device: str = opt("auto", "auto | cpu | cuda | mps")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
-    data: str = opt("", "held-out problems: GSM8K / MATH / toy jsonl (empty: the held-out problems of the trained run)")
+    data: str = opt("", "held-out problems: GSM8K / MATH / toy jsonl (empty: the held-out problems of the "
+                        "trained run)")
     data_dir: str = opt("data", "where the toy task's jsonl files are (generated if missing)")
     n_eval: int = opt(500, "held-out problems for accuracy")
     k: int = opt(8, "samples per problem for avg@k (0: greedy accuracy)")
@@ -67,7 +68,8 @@ class Dlogp(Common):
     rl: str = opt("", "RL checkpoint (a checkpoint folder, or a run folder: its last step)")
     n_prompts: int = opt(200, "held-out prompts for the token metrics")
     samples: int = opt(4, "responses per prompt from each model")
-    ratios: str = opt("0.01,0.02,0.05,0.1,0.2,0.3,0.4", "target replacement ratios of the sweep ('' skips it)")
+    ratios: str = opt("0.01,0.02,0.05,0.1,0.2,0.3,0.4",
+                      "target replacement ratios of the sweep ('' skips it)")
     criteria: str = opt(",".join(GATES), "gate criteria to sweep")
 
     def validate(self):
@@ -136,7 +138,8 @@ class Extrapolate(Common):
             raise UsageError(f"give the steps of two checkpoints, --t0 < --t1 (not {self.t0}, {self.t1})")
 
 
-COMMANDS = {"dlogp": Dlogp, "linearity": Linearity, "rank1": Rank1, "alpharl": AlphaRL, "extrapolate": Extrapolate}
+COMMANDS = {"dlogp": Dlogp, "linearity": Linearity, "rank1": Rank1, "alpharl": AlphaRL,
+            "extrapolate": Extrapolate}
 
 
 def need(cfg, *flags):
@@ -176,10 +179,10 @@ def main(argv=None):
     out = Path(cfg.out or f"out/analysis/{cmd}")
     out.mkdir(parents=True, exist_ok=True)
     device, t_start = pick_device(cfg.device), time.time()
-    problems = held_out_for(trained, max(cfg.n_eval, getattr(cfg, "n_prompts", 0), getattr(cfg, "n_probe", 0)),
-                            cfg.data, cfg.data_dir, flag)
-    evaluate_fn = W.make_evaluator(fmt, problems[:cfg.n_eval], cfg.k, cfg.temperature, max_new_tokens, cfg.top_p,
-                                   cfg.seed)
+    n_problems = max(cfg.n_eval, getattr(cfg, "n_prompts", 0), getattr(cfg, "n_probe", 0))
+    problems = held_out_for(trained, n_problems, cfg.data, cfg.data_dir, flag)
+    evaluate_fn = W.make_evaluator(fmt, problems[:cfg.n_eval], cfg.k, cfg.temperature, max_new_tokens,
+                                   cfg.top_p, cfg.seed)
     log(f"analyze {cmd} on {device}, {len(problems[:cfg.n_eval])} problems, budget {max_new_tokens} tokens, "
         f"writing to {out}")
     if cmd == "dlogp":
@@ -198,11 +201,12 @@ def main(argv=None):
         report, summary = W.run_alpharl(cfg.run, out, evaluate_fn, ints(cfg.window, "--window"), cfg.add_to,
                                         cfg.with_w0, device)
     else:
-        report, summary = W.run_extrapolate(cfg.run, out, evaluate_fn, cfg.t0, cfg.t1, floats(cfg.alpha, "--alpha"),
-                                            device)
+        report, summary = W.run_extrapolate(cfg.run, out, evaluate_fn, cfg.t0, cfg.t1,
+                                            floats(cfg.alpha, "--alpha"), device)
     seconds = time.time() - t_start
-    write_json(out / "report.json", jsonable({"command": cmd, "args": asdict(cfg), "max_new_tokens": max_new_tokens,
-                                              **report, "seconds": seconds}))
+    report_json = {"command": cmd, "args": asdict(cfg), "max_new_tokens": max_new_tokens, **report,
+                   "seconds": seconds}
+    write_json(out / "report.json", jsonable(report_json))
     text = f"# analyze.py {cmd}\n\n" + "\n".join(f"- {line}" for line in summary) + "\n"
     (out / "summary.md").write_text(text)
     log(text + f"\n{seconds:.0f}s; report in {out / 'report.json'}")

@@ -7,7 +7,7 @@ that trained it (prompts.py: format_for, held_out_for).
     python sample.py --ckpt=out/grpo --prompt="(3+4)*5" --answer=35              # a run dir: its last step
     python sample.py --ckpt=SmolLM2-135M-Instruct --prompt="What is 7+5?" --temperature=0
     python sample.py --ckpt=out/grpo --eval=200 --k=8 --out=eval.json
-    python sample.py --ckpt=out/smol --eval=50 --data=gsm8k_test.jsonl            # any GSM8K / MATH / toy jsonl
+    python sample.py --ckpt=out/smol --eval=50 --data=gsm8k_test.jsonl            # GSM8K / MATH / toy jsonl
     python sample.py --extrapolate=logits --ckpt0=out/grpo/step_000050 --ckpt1=out/grpo --alpha=1.5 --eval=200
     python sample.py --extrapolate=dlogp --base=out/base --rl=out/grpo --gamma=0.1 --tau=-0.3 --eval=200
     python sample.py --extrapolate=dlogp --replace_only=true ...   (gamma 0: replace from the RL model)
@@ -30,7 +30,8 @@ from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_f
 
 @dataclass
 class SampleConfig:
-    ckpt: str = opt("out/grpo", "checkpoint: a checkpoint folder (a HF dir too), or a run folder (its last step)")
+    ckpt: str = opt("out/grpo", "checkpoint: a checkpoint folder (a HF dir too), or a run folder "
+                                "(its last step)")
     prompt: str = opt("", "a question, e.g. (3+4)*5, rendered in the model's prompt format (chat template)")
     prompt_file: str = opt("", "questions, one per line (or a .jsonl of problems, with their answers)")
     answer: str = opt("", "gold answer of --prompt: each completion is verified against it")
@@ -45,7 +46,8 @@ class SampleConfig:
     # evaluation
     eval: int = opt(0, "evaluate on this many held-out problems (0: sample the prompts instead)")
     k: int = opt(8, "samples per problem for avg@k / pass@k")
-    data: str = opt("", "problems to evaluate on: GSM8K / MATH / toy jsonl (empty: the trained run's held-out ones)")
+    data: str = opt("", "problems to evaluate on: GSM8K / MATH / toy jsonl (empty: the trained run's "
+                        "held-out ones)")
     data_dir: str = opt("data", "where the toy task's jsonl files live (generated if missing)")
     out: str = opt("", "write the evaluation (or sweep) as json here")
     # lock-step extrapolation
@@ -77,7 +79,8 @@ class SampleConfig:
             raise UsageError("give --prompt, --prompt_file or --eval=N")
         if self.prompt_file and not Path(self.prompt_file).is_file():
             raise UsageError(f"--prompt_file: {self.prompt_file} does not exist")
-        if self.num_samples < 1 or self.k < 0 or self.eval < 0 or self.max_new_tokens < 0 or self.temperature < 0:
+        if (self.num_samples < 1 or self.k < 0 or self.eval < 0 or self.max_new_tokens < 0
+                or self.temperature < 0):
             raise UsageError("need --num_samples >= 1, --k, --eval, --max_new_tokens and --temperature >= 0")
         if not 0 < self.top_p <= 1:
             raise UsageError(f"--top_p must be in (0, 1], not {self.top_p}")
@@ -97,7 +100,10 @@ def settings(cfg):
     if cfg.extrapolate == "logits":
         alphas = floats(cfg.alpha_sweep) if cfg.sweep else [cfg.alpha]
         return [(f"alpha={a:g}", dict(mode="logits", coef=a)) for a in alphas]
-    gammas = [0.0] if cfg.replace_only else (floats(cfg.gamma_sweep or str(cfg.gamma)) if cfg.sweep else [cfg.gamma])
+    if cfg.replace_only:  # gamma 0: the RL model's token replaces the base's where the gate fires
+        gammas = [0.0]
+    else:
+        gammas = floats(cfg.gamma_sweep or str(cfg.gamma)) if cfg.sweep else [cfg.gamma]
     if cfg.dense:
         return [(f"dense gamma={g:g}", dict(mode="dlogp", coef=g)) for g in gammas]
     taus = floats(cfg.tau_sweep or str(cfg.tau)) if cfg.sweep else [cfg.tau]
@@ -111,8 +117,8 @@ def plain_fn(model, cfg, fmt):
 
 
 def run_eval(model, generate_fn, problems, cfg, fmt, calls=None):
-    r = evaluate(model, fmt, problems, k=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                 seed=cfg.seed, generate_fn=generate_fn)
+    r = evaluate(model, fmt, problems, k=cfg.k, temperature=cfg.temperature,
+                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, generate_fn=generate_fn)
     if calls is not None:
         r["replacement_ratio"] = replacement_ratio(calls)
     return r
@@ -134,8 +140,8 @@ def evaluate_all(cfg, model, pair, fmt, problems):
             log(summary(*rows[-1], cfg.k))
     for label, kw in (settings(cfg) if pair is not None else []):
         calls = [] if kw.get("gate") else None  # the replacement ratio means something only when gated
-        fn = lockstep_generate_fn(*pair, max_new_tokens=cfg.max_new_tokens, stop_ids=fmt.stop_ids, top_p=cfg.top_p,
-                                  batch_size=cfg.batch_size, calls=calls, **kw)
+        fn = lockstep_generate_fn(*pair, max_new_tokens=cfg.max_new_tokens, stop_ids=fmt.stop_ids,
+                                  top_p=cfg.top_p, batch_size=cfg.batch_size, calls=calls, **kw)
         rows.append((label, run_eval(model, fn, problems, cfg, fmt, calls)))
         log(summary(*rows[-1], cfg.k))
     if cfg.sweep:
@@ -143,7 +149,8 @@ def evaluate_all(cfg, model, pair, fmt, problems):
         log(f"\n| setting | greedy | avg@{k} | pass@{k} | replaced |\n|---|---|---|---|---|")
         for label, r in rows:
             rep = f"{r['replacement_ratio']:.3f}" if "replacement_ratio" in r else "-"
-            log(f"| {label} | {r['greedy_acc']:.3f} | {r.get(f'avg{k}', 0):.3f} | {r.get(f'pass{k}', 0):.3f} | {rep} |")
+            log(f"| {label} | {r['greedy_acc']:.3f} | {r.get(f'avg{k}', 0):.3f} | "
+                f"{r.get(f'pass{k}', 0):.3f} | {rep} |")
     if cfg.out:
         write_json(cfg.out, {"config": asdict(cfg), "results": [dict(setting=lb, **r) for lb, r in rows]})
 
@@ -200,7 +207,9 @@ def main(argv=None):
         paths = [ckpt.resolve_checkpoint(getattr(cfg, f[2:]), f) for f in flags]
         fmt, trained, flag = format_for_pair(*paths, flags), paths[1], flags[1]
     cfg.max_new_tokens = cfg.max_new_tokens or budget_for(trained)
-    problems = held_out_for(trained, cfg.eval or 200, cfg.data, cfg.data_dir, flag) if cfg.eval or cfg.sweep else None
+    problems = None
+    if cfg.eval or cfg.sweep:
+        problems = held_out_for(trained, cfg.eval or 200, cfg.data, cfg.data_dir, flag)
     models = [ckpt.load_model(p, device=device).eval() for p in paths]
     pair, model = (None, models[0]) if len(models) == 1 else (tuple(models), models[1])
     log(f"model{'s' if pair else ''} {', '.join(map(str, paths))}: {type(fmt).__name__}, "

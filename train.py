@@ -9,12 +9,14 @@ with the held-out accuracy before and after RL.
     python train.py --stage=grpo --reweight=lowprob  # paper 1, training-time reweighting
     python train.py --stage=grpo --rl_extra=20,20    # paper 2, Eq. 3
     python train.py --stage=grpo --resume=true       # continue a killed run exactly
-    python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...  # docs/scaling.md
+    python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...
+                                                     # a real model (docs/scaling.md)
     torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/dist.py)
 """
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -24,18 +26,19 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
-from nanorlvr.common import (Progress, UsageError, append_jsonl, fmt_secs, opt, parse_config, pick_device, rng_state,
-                             run_main, seed_everything, set_rng_state, write_json)
+from nanorlvr.common import (Progress, UsageError, append_jsonl, fmt_secs, opt, parse_config, pick_device,
+                             rng_state, run_main, seed_everything, set_rng_state, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.dist import log  # rank 0 only under torchrun
 from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.evaluate import evaluate
-from nanorlvr.extrapolate import rl_extra_jump
+from nanorlvr.extrapolate import RLExtra
+from nanorlvr.grpo import GRPOConfig
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
 from nanorlvr.rl import grpo_update, micro_batches, packed_rows, rollout
-from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
+from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
 
 
@@ -49,15 +52,23 @@ class TrainConfig:
     seed: int = opt(1337, "seed of everything")
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
     # a real model and data set, and what it takes to train one (docs/scaling.md)
-    init_from: str = opt("", "local HF checkpoint dir (Qwen2/3, Llama, GPT-2) to start from instead of the toy model")
-    data: str = opt("", "training jsonl (GSM8K '#### x', MATH '\\boxed{}', or ours); empty: the generated toy task")
-    test_data: str = opt("", "held-out jsonl (empty with --data: the last n_eval problems of --data are held out)")
-    system_prompt: str = opt(SYSTEM_PROMPT, "system message of the chat prompt (with --init_from; empty: none)")
-    chat_style: str = opt("auto", "auto | qwen | llama3: chat template (auto: from the tokenizer's special tokens)")
-    precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; dist.py)")
+    init_from: str = opt("", "local HF checkpoint dir (Qwen2/3, Llama, GPT-2) to start from instead of "
+                             "the toy model")
+    data: str = opt("", "training jsonl (GSM8K '#### x', MATH '\\boxed{}', or ours); empty: the generated "
+                        "toy task")
+    test_data: str = opt("", "held-out jsonl (empty with --data: the last n_eval problems of --data are "
+                             "held out)")
+    system_prompt: str = opt(SYSTEM_PROMPT, "system message of the chat prompt (with --init_from; "
+                                            "empty: none)")
+    chat_style: str = opt("auto", "auto | qwen | llama3: chat template (auto: from the tokenizer's special "
+                                  "tokens)")
+    precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; "
+                                 "dist.py)")
     grad_ckpt: bool = opt(False, "gradient checkpointing: recompute each block in the backward (less memory)")
-    micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch at once)")
-    cuda_graph: bool = opt(True, "on CUDA, rollouts and evaluation decode one CUDA graph per token (engine static mode)")
+    micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch "
+                              "at once)")
+    cuda_graph: bool = opt(True, "on CUDA, rollouts and evaluation decode one CUDA graph per token (engine "
+                                 "static mode)")
     gen_batch: int = opt(0, "rows per generate call in rollouts and evaluation (0: all; evaluation 1024)")
     # data and evaluation
     data_dir: str = opt("data", "where the toy task's jsonl files are generated")
@@ -78,11 +89,14 @@ class TrainConfig:
     sft_steps: int = opt(600, "SFT optimizer steps")
     sft_batch: int = opt(64, "SFT batch size (sequences)")
     sft_lr: float = opt(3e-3, "SFT peak learning rate (AdamW, warmup then cosine)")
+    sft_weight_decay: float = opt(0.1, "SFT AdamW weight decay")
+    sft_warmup: int = opt(30, "SFT linear warmup steps")
     # GRPO
     steps: int = opt(150, "GRPO steps (real + RL-Extra virtual steps)")
     prompts_per_step: int = opt(32, "P: prompts per step")
     group_size: int = opt(8, "G: samples per prompt")
-    max_new_tokens: int = opt(48, "completion budget of rollouts and evaluations alike (longer ones are truncated)")
+    max_new_tokens: int = opt(48, "completion budget of rollouts and evaluations alike (longer ones are "
+                                  "truncated)")
     temperature: float = opt(1.0, "rollout temperature")
     top_p: float = opt(1.0, "rollout nucleus (old log-probs are then recomputed on the full distribution)")
     lr: float = opt(1e-4, "GRPO learning rate (AdamW); 2e-4 made greedy accuracy fall on the toy")
@@ -100,9 +114,11 @@ class TrainConfig:
     # A sample that hits --max_new_tokens without its end token gave no final answer: it scores 0, in the
     # reward and in every evaluation (evaluate.score), whatever its last number; the share truncated is
     # logged beside every accuracy. --mask_truncated decides only whether such rows also get a loss.
-    mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering); they score 0 either way")
+    mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering); they score 0 "
+                                     "either way")
     grad_clip: float = opt(1.0, "max gradient norm")
-    reweight: str = opt("none", "none | lowprob (paper 1: w = 1 + c(1 - p_old)) | dominate (w = 1 - c + c p_old)")
+    reweight: str = opt("none", "none | lowprob (paper 1: w = 1 + c(1 - p_old)) | dominate "
+                                "(w = 1 - c + c p_old)")
     reweight_c: float = opt(0.2, "c of the token reweighting")
     rl_extra: str = opt("", "m,n: paper 2's RL-Extra, m real steps then a jump of n virtual ones "
                        "(the last jump shortened to end at --steps)")
@@ -110,9 +126,10 @@ class TrainConfig:
     save_every: int = opt(10, "checkpoint every this many steps (and step 0 and the last)")
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
     verify_workers: int = opt(2, "verifier processes")
-    halt_after: int = opt(0, "stop after this many steps of this invocation, as if killed (to test --resume)")
-    old_logp: str = opt("rollout", "rollout | recompute: old log-probs from the sampler or recomputed by the training model (verl)")
-    tis_cap: float = opt(0.0, "C > 0: weight each token's loss by min(pi_train / pi_rollout, C) (truncated IS; recomputes)")
+    old_logp: str = opt("rollout", "rollout | recompute: old log-probs from the sampler or recomputed by "
+                                   "the training model (verl)")
+    tis_cap: float = opt(0.0, "C > 0: weight each token's loss by min(pi_train / pi_rollout, C) "
+                              "(truncated IS; recomputes)")
 
     def validate(self):
         """Every flag's allowed values, checked at parse time, before any data is generated or a model
@@ -122,43 +139,53 @@ class TrainConfig:
                 raise UsageError(f"--{name}={getattr(self, name)}: {allowed}")
         for name, choices in CHOICES.items():
             need(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
-        need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device), "device", "must be auto, cpu, cuda, cuda:N or mps")
+        need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device), "device",
+             "must be auto, cpu, cuda, cuda:N or mps")
         need(not self.device.startswith("cuda") or torch.cuda.is_available(), "device", "no CUDA device here")
         need(self.device != "mps" or torch.backends.mps.is_available(), "device", "no MPS device here")
         for name, v in vars(self).items():  # nan and inf pass float(); no flag means them
             need(not isinstance(v, float) or math.isfinite(v), name, "must be a finite number")
-        for name in ("n_ops", "max_num", "n_train", "n_eval", "eval_k", "n_layer", "n_embd", "n_head", "sft_steps",
-                     "sft_batch", "steps", "prompts_per_step", "max_new_tokens", "mu", "n_minibatches", "save_every",
-                     "verify_workers"):
+        for name in ("n_ops", "max_num", "n_train", "n_eval", "eval_k", "n_layer", "n_embd", "n_head",
+                     "sft_steps", "sft_batch", "steps", "prompts_per_step", "max_new_tokens", "mu",
+                     "n_minibatches", "save_every", "verify_workers"):
             need(getattr(self, name) >= 1, name, "must be a positive integer")
-        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup", "halt_after"):
+        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup",
+                     "sft_warmup"):
             need(getattr(self, name) >= 0, name, "must be >= 0 (0: see --help)")
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
         need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
-        hd = self.n_embd // self.n_head  # the toy's head width: even, as rotary embeddings turn pairs of dimensions
-        need(hd >= 2 and hd % 2 == 0, "n_head", f"gives heads of width --n_embd // --n_head = {hd}: must be even, at least 2")
+        # the toy's head width: even, as rotary embeddings turn pairs of dimensions
+        hd = self.n_embd // self.n_head
+        need(hd >= 2 and hd % 2 == 0, "n_head",
+             f"gives heads of width --n_embd // --n_head = {hd}: must be even, at least 2")
         need(0 <= self.p_direct <= 1, "p_direct", "must be a probability in [0, 1]")
         need(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1: no nucleus)")
-        need(0 <= self.eps_low < 1, "eps_low", "must be in [0, 1) (the ratio is clipped below at 1 - eps_low)")
+        need(0 <= self.eps_low < 1, "eps_low",
+             "must be in [0, 1) (the ratio is clipped below at 1 - eps_low)")
         need(0 <= self.reweight_c <= 1, "reweight_c", "must be in [0, 1]")
         for name in ("sft_lr", "lr", "temperature", "grad_clip"):
             need(getattr(self, name) > 0, name, "must be > 0")
-        for name in ("eval_temperature", "weight_decay", "eps_high", "kl_coef"):
+        for name in ("eval_temperature", "weight_decay", "sft_weight_decay", "eps_high", "kl_coef"):
             need(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("out_dir", "base_dir", "run", "data_dir"):
             need(getattr(self, name).strip(), name, "must not be empty")
         need(not self.rl_extra or re.fullmatch(r"\s*[1-9]\d*\s*,\s*[1-9]\d*\s*", self.rl_extra), "rl_extra",
              "must be m,n: two positive integers (m real steps, then a jump of n virtual ones), or empty")
-        need(not self.test_data or self.data, "test_data", "needs --data (the toy task brings its own test split)")
+        need(not self.test_data or self.data, "test_data",
+             "needs --data (the toy task brings its own test split)")
         for name in ("data", "test_data"):
             need(not getattr(self, name) or Path(getattr(self, name)).is_file(), name, "no such file")
         if self.init_from:  # before any tokenizer is read from it
             ckpt.require_hf_dir(self.init_from, "--init_from")
         elif self.stage == "grpo" and not (Path(self.base_dir) / "config.json").is_file():
-            raise UsageError(f"--base_dir: no Hugging Face checkpoint at {self.base_dir} (config.json missing): "
-                             "train it with --stage=sft (or --stage=all), or give --init_from")
+            raise UsageError(f"--base_dir: no Hugging Face checkpoint at {self.base_dir} (config.json "
+                             "missing): train it with --stage=sft (or --stage=all), or give --init_from")
 
+
+# the tests' way to stop a GRPO run after this many steps of one invocation, as if it were killed (to check
+# that --resume continues it exactly); not a flag, as no user wants it
+HALT_AFTER = "NANORLVR_HALT_AFTER"
 
 # the flags that take one of a few words (checked by TrainConfig.validate)
 CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llama3"),
@@ -182,8 +209,8 @@ def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
 def eval_line(name, r, k):
     """Accuracies, each beside the share of its responses truncated (which score 0)."""
     return (f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f}, truncated "
-            f"{r['greedy_truncated']:.3f})  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} (truncated "
-            f"{r['truncated']:.3f})")
+            f"{r['greedy_truncated']:.3f})  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} "
+            f"(truncated {r['truncated']:.3f})")
 
 
 def eval_settings(cfg, test):
@@ -210,7 +237,8 @@ def run_eval(cfg, model, fmt, test):
     """evaluate() on this rank's share of the held-out problems, combined over ranks. The completion budget is
     the rollouts' (--max_new_tokens): a completion the rollouts would truncate is not scored here either."""
     r = evaluate(model, fmt, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature,
-                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch or 1024, static=static_decode(cfg, model))
+                 max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch or 1024,
+                 static=static_decode(cfg, model))
     return dist.combine_evals(r)
 
 
@@ -234,9 +262,12 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
             log(f"warning: --sft_lr={cfg.sft_lr:g} is the toy's from-scratch rate; fine-tuning wants ~1e-5")
     else:
         model = GPT(toy_model_config(cfg, enc)).to(device)
-    model.grad_ckpt, ctx, sampler = cfg.grad_ckpt, dist.autocast(precision, device), dist.Sampler(model, precision)
-    log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} on {device}")
-    optimizer, scheduler = make_optimizer(model, cfg.sft_lr, 0.1, 30, cfg.sft_steps, "cosine")
+    sampler = dist.Sampler(model, precision)  # the weights evaluations sample from (dist.py)
+    model.grad_ckpt, ctx = cfg.grad_ckpt, dist.autocast(precision, device)
+    log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} "
+        f"on {device}")
+    optimizer, scheduler = make_optimizer(model, cfg.sft_lr, cfg.sft_weight_decay, cfg.sft_warmup,
+                                          cfg.sft_steps, "cosine")
     prompts = [fmt.encode(p["question"]) for p in train]
     answers = [fmt.target(p["solution"]) for p in train]
     order, prog = torch.randperm(len(train)), Progress(cfg.sft_steps)
@@ -245,7 +276,8 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
         idx, plen, clen = pack([prompts[i] for i in rows], [answers[i] for i in rows])
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for c in micro_batches(torch.arange(len(rows)), cfg.micro_batch, plen + clen):  # rows grouped by length
+        # rows grouped by length, each micro-batch trimmed to its own longest row
+        for c in micro_batches(torch.arange(len(rows)), cfg.micro_batch, plen + clen):
             with ctx:  # the token-mean loss on the solutions (not the prompts) of the whole batch
                 logp, _ = completion_logprobs(model, *packed_rows(idx, plen, clen, c))
                 loss = -logp.sum() / int(clen.sum())
@@ -260,7 +292,8 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
     r = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line("SFT base", r, cfg.eval_k))
     ckpt.save_model(model, cfg.base_dir, tokenizer_dir=cfg.init_from or None, info=run_info(cfg, fmt))
-    write_json(Path(cfg.base_dir) / "eval.json", {**r, "sft_seconds": prog.elapsed(), "settings": eval_settings(cfg, test)})
+    write_json(Path(cfg.base_dir) / "eval.json",
+               {**r, "sft_seconds": prog.elapsed(), "settings": eval_settings(cfg, test)})
     return model, r
 
 
@@ -271,22 +304,23 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     model = ckpt.load_model(src, device=device, dtype=wdtype)
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
-    optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
+    optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps,
+                                          cfg.schedule)
     m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)  # validated as "m,n"
-    step, segment_start, base_eval = 0, None, None
+    step, base_eval, extra = 0, None, RLExtra(m, n)  # extra: paper 2's RL-Extra (segment start, jumps)
     state = ckpt.load_trainer_state(run_dir) if cfg.resume else None
     if state is not None:
         step = state["step"]
         model = ckpt.load_model(ckpt.step_dir(run_dir, step), device=device, dtype=wdtype)
-        optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps, cfg.schedule)
+        optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps,
+                                              cfg.schedule)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        segment_start, base_eval = state.get("segment_start"), state.get("base_eval")
+        base_eval = state.get("base_eval")
         if main_rank:  # the steps after the checkpoint are replayed: drop their rows, so each is logged once
             ckpt.rewind_metrics(run_dir, step)
-        if segment_start is not None:  # the state was loaded to the CPU: the next jump needs it next to the weights
-            segment_start = (segment_start[0], {k: v.to(device) for k, v in segment_start[1].items()})
+        extra.load(state.get("segment_start"), device)
         log(f"resumed {run_dir} at step {step}")
     else:
         if cfg.resume:
@@ -296,73 +330,86 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
         base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
         # (one without a truncated share is from before truncated answers scored 0: evaluate again)
-        if not base_eval or base_eval.get("settings") != eval_settings(cfg, test) or "truncated" not in base_eval:
+        if (not base_eval or base_eval.get("settings") != eval_settings(cfg, test)
+                or "truncated" not in base_eval):
             base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
-    model.grad_ckpt, sampler, ctx = cfg.grad_ckpt, dist.Sampler(model, precision), dist.autocast(precision, device)
-    if m and segment_start is None:
-        segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    sampler = dist.Sampler(model, precision)  # the weights rollouts and evaluations sample from (dist.py)
+    model.grad_ckpt, ctx = cfg.grad_ckpt, dist.autocast(precision, device)
+    if m and extra.segment_start is None:
+        extra.start(step, model)
 
-    P, G = cfg.prompts_per_step, cfg.group_size
+    P, G, update_cfg = cfg.prompts_per_step, cfg.group_size, GRPOConfig.from_config(cfg)
     prog = Progress(cfg.steps, start=step)
     real_steps = state["real_steps"] if state else 0
     first_step = step
+    halt_after = int(os.environ.get(HALT_AFTER, "0"))
     while step < cfg.steps:
-        if cfg.halt_after and step - first_step >= cfg.halt_after:
-            log(f"halting after {cfg.halt_after} steps (--halt_after): continue with --resume=true")
+        # a test's stand-in for a killed run (HALT_AFTER): what is saved so far must resume exactly
+        if halt_after and step - first_step >= halt_after:
+            log(f"halting after {halt_after} steps (${HALT_AFTER}): continue with --resume=true")
             return base_eval, None, real_steps
-        # data position = step: batch s is a slice of a fixed, seeded sequence of epoch permutations
-        epoch, off = divmod(step * P, len(train))
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        batch = [train[i] for i in perm[off:off + P].tolist()]
-        if len(batch) < P:
-            batch += [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1))[:P - len(batch)].tolist()]
-        batch = batch[dist.rank() * P // W:(dist.rank() + 1) * P // W]  # whole groups per rank
+        # the step's P prompts depend on the step alone (a resumed run needs no data state); whole groups
+        # per rank
+        batch = step_batch(train, step, P, cfg.seed)[dist.rank() * P // W:(dist.rank() + 1) * P // W]
+        # rollout: G samples per prompt from the sampling copy, each scored by the verifier (0/1 reward);
+        # the seed depends on the step and rank only, so a resumed run samples the same completions
         roll = rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
-                       seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p, workers=cfg.verify_workers,
-                       batch_size=cfg.gen_batch or None, static=static_decode(cfg, model))
+                       seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p,
+                       workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
+                       static=static_decode(cfg, model))
+        # update: group advantages -> clipped loss -> optimizer step(s) (rl.grpo_update)
         t1 = time.time()
-        stats = grpo_update(model, optimizer, scheduler, roll, cfg, ref_model, autocast=ctx)
+        stats = grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1
         t2 = time.time()
+        # one metrics row per step, averaged over ranks; warnings for what would make the step useless
         lens = torch.tensor([len(c) for c in roll.completions], dtype=torch.float)
         row = {"step": step, "real_steps": real_steps, "reward": roll.rewards.mean().item(),
                "pass_rate": roll.rewards.view(-1, G).amax(1).mean().item(), "len": lens.mean().item(),
                "truncated": roll.truncated.float().mean().item(), "s_gen": roll.seconds_gen,
-               "s_verify": roll.seconds_verify, "s_update": t2 - t1, "tok_per_s": lens.sum().item() / roll.seconds_gen,
-               **stats}
+               "s_verify": roll.seconds_verify, "s_update": t2 - t1,
+               "tok_per_s": lens.sum().item() / roll.seconds_gen, **stats}
         row = dist.mean_dict(row, sum_keys=("rows_used", "tok_per_s"))  # over ranks
         if "skipped" in stats:
             log(f"warning: step {step}: {stats['skipped']}")
         if row["truncated"] > 0.5:
             log(f"warning: step {step}: {row['truncated']:.0%} of samples truncated: raise --max_new_tokens")
-        jump = min(n, cfg.steps - step)  # the last jump stops at --steps: the checkpoint's step is its true one
-        if m and real_steps % m == 0 and jump:  # paper 2, Eq. 3: jump along the last segment's direction
-            s0, sd0 = segment_start
-            model.load_state_dict(rl_extra_jump(sd0, model.state_dict(), m, jump))
-            if cfg.rl_extra_optimizer == "reset":
-                optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, 0, cfg.steps, cfg.schedule)
+        # paper 2, Eq. 3 (RL-Extra): after m real steps, jump along the last segment's direction; the last
+        # jump stops at --steps, so the checkpoint's step is its true one
+        jump = extra.jump(model, real_steps, step, cfg.steps)
+        if jump:
+            if cfg.rl_extra_optimizer == "reset":  # the moments belong to the weights before the jump
+                optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, 0, cfg.steps,
+                                                      cfg.schedule)
             step += jump
             row["rl_extra_jump_to"] = step
-            segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
-        log(f"step {step:4d}/{cfg.steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} len {row['len']:.1f} "
-            f"ent {row.get('entropy', float('nan')):.3f} clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
-            f"gnorm {row.get('grad_norm', 0):.2f} | gen {roll.seconds_gen:.1f}s ver {roll.seconds_verify:.1f}s "
+        log(f"step {step:4d}/{cfg.steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} "
+            f"len {row['len']:.1f} ent {row.get('entropy', float('nan')):.3f} "
+            f"clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
+            f"gnorm {row.get('grad_norm', 0):.2f} | gen {roll.seconds_gen:.1f}s "
+            f"ver {roll.seconds_verify:.1f}s "
             f"upd {t2 - t1:.1f}s {row['tok_per_s']:.0f} tok/s | eta {prog.eta(step - 1)}")
         if stats.get("zero_var_frac", 0) == 1.0:
-            log(f"warning: step {step}: every group has equal rewards: zero gradient (task too easy or too hard?)")
+            log(f"warning: step {step}: every group has equal rewards: zero gradient "
+                "(task too easy or too hard?)")
+        # evaluation on the held-out problems every --eval_every steps (the final one follows the loop)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             row["eval"] = run_eval(cfg, sampler.get(), fmt, test)
             log(eval_line(f"step {step}", row["eval"], cfg.eval_k))
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", row)
+        # checkpoint: the weights (a Hugging Face directory) and all --resume needs to continue exactly
         if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or "rl_extra_jump_to" in row):
-            ckpt.save_model(model, ckpt.step_dir(run_dir, step), tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
-            ckpt.save_trainer_state({"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
-                                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
-                                     "segment_start": segment_start, "base_eval": base_eval, "config": vars(cfg)}, run_dir)
+            ckpt.save_model(model, ckpt.step_dir(run_dir, step), tokenizer_dir=tok_dir,
+                            info=run_info(cfg, fmt))
+            ckpt.save_trainer_state({"step": step, "real_steps": real_steps,
+                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "rng": rng_state(), "data_pos": step * P,
+                                     "segment_start": extra.segment_start, "base_eval": base_eval,
+                                     "config": vars(cfg)}, run_dir)
     final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
@@ -384,49 +431,45 @@ def load_task(cfg):
         if cfg.test_data:
             return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
         if len(train) <= cfg.n_eval:
-            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to hold out "
-                             "that many for evaluation: pass --test_data or a smaller --n_eval")
+            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to "
+                             "hold out that many for evaluation: pass --test_data or a smaller --n_eval")
         return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
     task = toy_task(cfg)
     if dist.is_main():  # one writer
         ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
     dist.barrier()
-    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
+    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train,
+                                            n_test=max(cfg.n_test, cfg.n_eval))
     return fmt.enc, fmt, load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
 
 
-def main(argv=None):
-    cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = dist.init(pick_device(cfg.device))
-    try:
-        run(cfg, device)
-    finally:
-        dist.shutdown()
-
-
 def run(cfg, device):
+    """Checks that need the world size and the model's context; then SFT (if needed), GRPO, summary."""
     t_start = time.time()
     precision = dist.resolve_precision(cfg.precision, device)
-    sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not (Path(cfg.base_dir) / "config.json").exists())
+    has_base = (Path(cfg.base_dir) / "config.json").exists()
+    sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not has_base)
     W = dist.world()  # known only now (torchrun): still before any data or model
     if W > 1 and sft:
-        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without torchrun first")
+        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without "
+                         "torchrun first")
     if cfg.prompts_per_step % W:
         raise UsageError(f"--prompts_per_step={cfg.prompts_per_step}: must be a multiple of the {W} ranks "
                          "(each rank takes whole prompt groups)")
     enc, fmt, train, test = load_task(cfg)
     if len(test) < W:
         raise UsageError(f"--n_eval={cfg.n_eval}: {len(test)} eval problems cannot be split over {W} ranks")
-    log(f"device {device} x {W} ({precision}); data {len(train)} train / {len(test)} eval problems; out {cfg.out_dir}")
+    log(f"device {device} x {W} ({precision}); data {len(train)} train / {len(test)} eval problems; "
+        f"out {cfg.out_dir}")
     # the longest prompt and the budget must fit the model's context, or generation fails mid-run
     src = cfg.init_from or (None if sft else cfg.base_dir)
-    mcfg = config_from_hf(json.loads((Path(src) / "config.json").read_text())) if src else toy_model_config(cfg, enc)
+    mcfg = (config_from_hf(json.loads((Path(src) / "config.json").read_text())) if src
+            else toy_model_config(cfg, enc))
     longest = max(len(fmt.encode(p["question"])) for p in train + test)
     if longest + cfg.max_new_tokens > mcfg.max_seq_len:
-        raise UsageError(f"--max_new_tokens={cfg.max_new_tokens}: the longest prompt ({longest} tokens) and the budget "
-                         f"exceed the model's context of {mcfg.max_seq_len}: at most {mcfg.max_seq_len - longest}")
+        raise UsageError(f"--max_new_tokens={cfg.max_new_tokens}: the longest prompt ({longest} tokens) and "
+                         f"the budget exceed the model's context of {mcfg.max_seq_len}: "
+                         f"at most {mcfg.max_seq_len - longest}")
     if cfg.init_from or device.startswith("cuda"):
         rows = cfg.prompts_per_step * cfg.group_size // W
         eval_rows = min(len(test) * max(1, cfg.eval_k) // W, cfg.gen_batch or 1024)
@@ -448,7 +491,8 @@ def run(cfg, device):
         summary = {"base_greedy_acc": base["greedy_acc"], "final_greedy_acc": final["greedy_acc"],
                    f"base_avg{k}": base[f"avg{k}"], f"final_avg{k}": final[f"avg{k}"],
                    f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
-                   "base_truncated": base["truncated"], "final_truncated": final["truncated"],  # of those samples
+                   # the shares of those samples truncated
+                   "base_truncated": base["truncated"], "final_truncated": final["truncated"],
                    "n_eval": len(test), "steps": cfg.steps, "real_steps": real,
                    "wall_seconds": time.time() - t_start, "config": vars(cfg)}
         write_json(Path(cfg.out_dir) / "summary.json", summary)
@@ -456,6 +500,17 @@ def run(cfg, device):
         for name in ("greedy_acc", "greedy_truncated", f"avg{k}", f"pass{k}", "truncated"):
             log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
         log(f"wall time {fmt_secs(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
+
+
+def main(argv=None):
+    cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = dist.init(pick_device(cfg.device))
+    try:
+        run(cfg, device)
+    finally:
+        dist.shutdown()
 
 
 if __name__ == "__main__":

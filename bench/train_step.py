@@ -15,13 +15,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import dist  # noqa: E402
 from nanorlvr.engine import generate  # noqa: E402
+from nanorlvr.grpo import GRPOConfig  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
 from nanorlvr.rl import Rollout, grpo_update  # noqa: E402
 
@@ -109,10 +109,7 @@ def main():
     r[::2] = 1.0  # every group mixed: every row has a non-zero advantage
     roll = Rollout([list(p) for p in prompts], g.tokens, g.logprobs.cpu(), torch.zeros(args.rows, dtype=torch.bool), r, s, 0.0)
     del g
-    cfg = SimpleNamespace(group_size=args.group_size, scale_std=True, dynamic_sampling=False, mask_truncated=True,
-                          max_new_tokens=args.new_tokens, loss_agg="token-mean", kl_coef=0.0, top_p=1.0,
-                          temperature=1.0, reweight="none", reweight_c=0.2, mu=1, n_minibatches=1, eps_low=0.2,
-                          eps_high=0.28, grad_clip=1.0, micro_batch=args.micro_batch)
+    cfg = GRPOConfig(group_size=args.group_size, max_new_tokens=args.new_tokens, micro_batch=args.micro_batch)
     ctx = dist.autocast(args.precision, device)
     tokens = args.rows * (args.prompt_len + args.new_tokens)
     for ck in (False, True):

@@ -15,13 +15,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import rl  # noqa: E402
 from nanorlvr.engine import completion_logprobs, pack  # noqa: E402
+from nanorlvr.grpo import GRPOConfig  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
 
 
@@ -83,10 +83,7 @@ def main():
     rewards = torch.zeros(n)
     rewards[::2] = 1.0
     roll = rl.Rollout(prompts, completions, old, torch.zeros(n, dtype=torch.bool), rewards, 0.0, 0.0)
-    cfg = SimpleNamespace(group_size=8, scale_std=True, dynamic_sampling=False, mask_truncated=False,
-                          max_new_tokens=new, loss_agg="token-mean", kl_coef=0.0, top_p=1.0, temperature=1.0,
-                          reweight="none", reweight_c=0.2, mu=1, n_minibatches=1, eps_low=0.2, eps_high=0.28,
-                          grad_clip=1.0, micro_batch=args.micro_batch)
+    cfg = GRPOConfig(group_size=8, max_new_tokens=new, mask_truncated=False, micro_batch=args.micro_batch)
     times = {"in batch order": [], "grouped by length": []}
     for _ in range(args.repeats):
         for name, chunks in (("in batch order", in_order), ("grouped by length", GROUPED)):

@@ -1,7 +1,8 @@
 """Weight-space methods on state dicts: linear extrapolation, RL-Extra jumps, rank-k updates and AlphaRL,
 plus the two output-space (logits) extrapolations the decoding loop applies per step.
 
-Pure functions on tensors and state dicts (dict[str, Tensor]); no model, no I/O. Parameter names follow the
+Pure functions on tensors and state dicts (dict[str, Tensor]), no I/O; one small object, RLExtra, applies the
+jumps to a model in train.py's loop. Parameter names follow the
 HF Llama convention (model.layers.{i}.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight).
 All arithmetic is done in float32 (float64 if the input is float64) and cast back to the dtype of the
 checkpoint the untouched tensors come from, so bf16 checkpoints lose no precision in the differences.
@@ -61,6 +62,36 @@ def extrapolate_weights(sd0, sd1, alpha):
 def rl_extra_jump(sd_s, sd_sm, m, n):
     """After m real RL steps from W_s to W_{s+m}, skip n steps by extrapolating; norms from sd_sm."""
     return extrapolate_weights(sd_s, sd_sm, (m + n) / m)
+
+
+class RLExtra:
+    """RL-Extra in a training loop: every m real steps, the model jumps n virtual steps along the segment
+    it has just trained (rl_extra_jump). Holds that segment's start, (step, weights); m = 0 never jumps.
+    `segment_start` is what a checkpoint saves and `load` restores (trainer state, to resume exactly)."""
+
+    def __init__(self, m=0, n=0):
+        self.m, self.n, self.segment_start = m, n, None
+
+    def load(self, segment_start, device):
+        """A saved segment start (None: none), moved next to the weights (trainer states load to the CPU)."""
+        if segment_start is not None:
+            segment_start = (segment_start[0], {k: v.to(device) for k, v in segment_start[1].items()})
+        self.segment_start = segment_start
+
+    def start(self, step, model):
+        """A segment starts here: keep a copy of the weights."""
+        self.segment_start = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def jump(self, model, real_steps, step, total_steps):
+        """After the real step that brought the run to `step` (the real_steps-th): if it ends a segment, move
+        the weights by Eq. 3 and start the next segment. The jump stops at total_steps. Returns its length
+        (0: no jump)."""
+        n = min(self.n, total_steps - step)
+        if not (self.m and real_steps % self.m == 0 and n):
+            return 0
+        model.load_state_dict(rl_extra_jump(self.segment_start[1], model.state_dict(), self.m, n))
+        self.start(step + n, model)
+        return n
 
 
 # -----------------------------------------------------------------------------

@@ -8,9 +8,44 @@ Layout conventions used throughout:
   the rollout (old) policy and the frozen reference policy.
 """
 
+from dataclasses import dataclass, fields
+
 import torch
 
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-sum-constant")
+
+
+# -----------------------------------------------------------------------------
+# the settings of one GRPO update (rl.grpo_update), with the defaults train.py uses
+
+
+@dataclass
+class GRPOConfig:
+    """Everything rl.grpo_update reads. train.py's flags of the same names fill it (from_config)."""
+    group_size: int = 8             # G samples per prompt (DeepSeekMath's GRPO)
+    max_new_tokens: int = 48        # completion budget: the constant of seq-sum-constant (Dr. GRPO)
+    temperature: float = 1.0        # of the rollout; the update scores tokens at the same temperature
+    top_p: float = 1.0              # < 1: the rollout's log-probs are a nucleus', so the old ones are recomputed
+    scale_std: bool = True          # divide advantages by the group std (GRPO); False: Dr. GRPO
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
+    mask_truncated: bool = True     # no loss on truncated samples (DAPO's overlong filtering)
+    loss_agg: str = "token-mean"    # one of AGGS (token-mean: DAPO)
+    kl_coef: float = 0.0            # k3 KL to the reference (GRPO); 0: no reference model (DAPO, Dr. GRPO)
+    eps_low: float = 0.2            # PPO clip below: 1 - eps_low
+    eps_high: float = 0.28          # PPO clip above: 1 + eps_high (DAPO clip-higher)
+    reweight: str = "none"          # none | lowprob | dominate: paper 1's token weights (token_weights)
+    reweight_c: float = 0.2         # c of the token weights
+    mu: int = 1                     # passes over each step's batch
+    n_minibatches: int = 1          # optimizer steps per pass
+    grad_clip: float = 1.0          # max gradient norm
+    micro_batch: int = 0            # rows per forward/backward (0: a whole minibatch at once)
+    old_logp: str = "rollout"       # rollout | recompute: where the old policy's log-probs come from
+    tis_cap: float = 0.0            # C > 0: truncated importance sampling weights min(pi_train / pi_rollout, C)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The fields of this class, read off any config that has them (train.py's TrainConfig)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 # -----------------------------------------------------------------------------
 # small helpers

@@ -185,16 +185,6 @@ def tensors_from_hf(name: str, t: torch.Tensor, cfg: GPTConfig) -> list[tuple[st
     return _gpt2_from_hf(name, t) if cfg.arch == "gpt2" else [(name, t)]
 
 
-def state_dict_from_hf(sd: dict, cfg: GPTConfig) -> dict:
-    """HF state dict -> ours. With tied embeddings, lm_head.weight is the embedding tensor itself."""
-    out = {}
-    for name, t in sd.items():
-        out.update(tensors_from_hf(name, t, cfg))
-    if cfg.tie_embeddings and "model.embed_tokens.weight" in out:
-        out["lm_head.weight"] = out["model.embed_tokens.weight"]
-    return out
-
-
 def state_dict_to_hf(sd: dict, cfg: GPTConfig) -> dict:
     """Ours -> HF. Tied heads are stored once (under the embedding), the way transformers saves them."""
     sd = {k: v for k, v in sd.items() if not (cfg.tie_embeddings and k == "lm_head.weight")}

@@ -28,15 +28,12 @@ const(row), and the constant cancels in softmax and argmax. Both modes are z = b
   token_dlogp one pass with two online log-sum-exps (of a and of b), then a[y], b[y] gathered.
 With few rows, each row is split over `chunks` programs (about 16 per SM in all) so that B = 1
 also spreads over the GPU; a tiny kernel (or the write pass itself) merges the chunks' partials.
-Without a GPU, Triton runs in its interpreter (slow: the tests use it on small shapes).
+Off CUDA the plain names run the torch references; the tests run the kernels there in Triton's
+interpreter (TRITON_INTERPRET=1, set by tests/conftest.py before Triton is imported; slow, so small shapes).
 """
-
-import os
 
 import torch
 
-if not torch.cuda.is_available():  # Triton's compiled kernels need a GPU; otherwise interpret
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 try:
     import triton
     import triton.language as tl

@@ -260,9 +260,3 @@ class GPT(nn.Module):
             x = x[:, -1:]
         x = self.model.norm(x)
         return self.lm_head(x) if head else x
-
-    @classmethod
-    def from_pretrained(cls, path, dtype=None, device="cpu"):
-        """Load a local Hugging Face checkpoint directory (see hf.py)."""
-        from nanorlvr.hf import load_pretrained
-        return load_pretrained(path, dtype=dtype, device=device)

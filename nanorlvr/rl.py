@@ -39,16 +39,15 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2, autocast=None,
+def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2,
             batch_size=None, static=False):
     """fmt: the prompt format (prompts.py). batch_size: rows decoding at once (None: all); a group's G samples
     share one prefill (engine.generate).
     static: engine.generate's fixed-batch decoding (one CUDA graph per token on a GPU)."""
     t0 = time.time()
     prompts = [fmt.encode(p["question"]) for p in problems for _ in range(group_size)]
-    with autocast or torch.autocast("cpu", enabled=False):
-        g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                     stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
+    g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                 stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
     t1 = time.time()
     ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], fmt.decode, workers=workers,
                   truncated=g.truncated)  # truncated = no final answer = reward 0
@@ -82,15 +81,15 @@ def _logprobs(model, idx, plen, clen, temperature, micro, Lc):
     return out
 
 
-def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None, autocast=None):
+def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg: grpo.GRPOConfig, ref_model=None, autocast=None):
     """Advantages -> cfg.mu passes of cfg.n_minibatches optimizer steps. Returns a dict of floats.
     cfg.micro_batch (if set): rows per forward/backward, gradients accumulated over a minibatch's chunks.
     cfg.old_logp ("rollout" | "recompute") and cfg.tis_cap: the mismatch corrections (module docstring).
     Under torchrun every rank calls this with its own groups; the normaliser, the skip decisions and the
     gradients are global, so the ranks take identical steps (those of one process on the whole batch)."""
     device = next(model.parameters()).device
-    G, world, micro = cfg.group_size, dist.world(), getattr(cfg, "micro_batch", 0)
-    tis_cap, old_from = getattr(cfg, "tis_cap", 0.0), getattr(cfg, "old_logp", "rollout")
+    G, world, micro = cfg.group_size, dist.world(), cfg.micro_batch
+    tis_cap, old_from = cfg.tis_cap, cfg.old_logp
     if old_from not in ("rollout", "recompute") or tis_cap < 0:
         raise UsageError(f"--old_logp={old_from} --tis_cap={tis_cap}: old_logp is rollout or recompute, tis_cap >= 0")
     recompute = cfg.top_p < 1.0 or old_from == "recompute" or tis_cap > 0
@@ -141,7 +140,9 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg, ref_model=None,
         # several ranks: exactly n_minibatches (maybe empty) chunks each, so all take the same optimizer steps
         for mb in (perm.split(mb_size) if world == 1 else perm.tensor_split(cfg.n_minibatches)):
             mb = mb.to(device)
-            norm = full_norm * len(mb) / n if world == 1 else full_norm / cfg.n_minibatches  # this minibatch's share
+            # this minibatch's share of the step's normaliser: its rows' share of the batch in one process;
+            # under torchrun 1 / n_minibatches (the ranks' chunks of one optimizer step sum in the all-reduce)
+            norm = full_norm * len(mb) / n if world == 1 else full_norm / cfg.n_minibatches
             optimizer.zero_grad(set_to_none=True)
             parts, mb_loss, bad = [], 0.0, None
             for c in micro_batches(mb, micro, seq_lens):

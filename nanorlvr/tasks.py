@@ -20,6 +20,8 @@ only `#### -3.75`, as web data mixes worked solutions with bare answers. The SFT
 and often answers directly, which a 0.8M model mostly gets wrong; the reward teaches it to work the
 problem out. This is the quickstart's RL gain: with `p_direct=0` the base's errors are arithmetic slips,
 which GRPO fixes far more slowly (docs/results.md has both).
+
+`step_batch` gives each GRPO step its prompts: a slice of seeded epoch permutations, a function of the step.
 """
 import hashlib
 import json
@@ -27,6 +29,8 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+import torch
 
 from nanorlvr.common import UsageError
 
@@ -178,3 +182,16 @@ def ensure_toy_data(data_dir="data", cfg: TaskConfig = None, n_train=8000, n_tes
         write_jsonl(train, train_path)
         write_jsonl(test, test_path)
     return train_path, test_path
+
+
+def step_batch(problems, step, size, seed):
+    """The `size` problems of GRPO step `step`: a slice of a fixed sequence of epoch permutations (epoch e
+    shuffled with seed + e), so the batch depends on the step alone and a resumed run needs no data state.
+    A batch that runs past an epoch's end takes the rest from the start of the next epoch."""
+    def epoch_order(e):
+        return torch.randperm(len(problems), generator=torch.Generator().manual_seed(seed + e))
+    epoch, off = divmod(step * size, len(problems))
+    batch = [problems[i] for i in epoch_order(epoch)[off:off + size].tolist()]
+    if len(batch) < size:
+        batch += [problems[i] for i in epoch_order(epoch + 1)[:size - len(batch)].tolist()]
+    return batch

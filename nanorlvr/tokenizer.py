@@ -28,9 +28,6 @@ def encode_prompt(enc: tiktoken.Encoding, question: str) -> list[int]:
     return [enc.encode_single_token(USER)] + enc.encode_ordinary(question) + [enc.encode_single_token(ASSISTANT)]
 
 
-def eot_id(enc: tiktoken.Encoding) -> int:
-    return enc.eot_token
-
 # -----------------------------------------------------------------------------
 # Hugging Face byte-level BPE tokenizers (GPT-2, Qwen2/3, Llama 3) as tiktoken encodings
 

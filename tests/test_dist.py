@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import socket
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
 from nanorlvr.common import UsageError
 from nanorlvr.engine import completion_logprobs, pack
+from nanorlvr.grpo import GRPOConfig
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.rl import Rollout, micro_batches, grpo_update
 
@@ -43,12 +43,7 @@ def free_port():
 def setup(case):
     """The model, optimizer, config and whole-batch rollout of a case (identical in every process)."""
     over, opt_name, rank1_flat = CASES[case]
-    cfg = SimpleNamespace(group_size=G, scale_std=True, dynamic_sampling=False, mask_truncated=True,
-                          max_new_tokens=MAX_NEW, loss_agg="token-mean", kl_coef=0.0, top_p=1.0, temperature=1.0,
-                          reweight="none", reweight_c=0.2, mu=1, n_minibatches=1, eps_low=0.2, eps_high=0.28,
-                          grad_clip=1e9, micro_batch=0)
-    for k, v in over.items():
-        setattr(cfg, k, v)
+    cfg = GRPOConfig(**{"group_size": G, "max_new_tokens": MAX_NEW, "grad_clip": 1e9, **over})
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=2))
     ref = copy.deepcopy(model).eval() if cfg.kl_coef else None

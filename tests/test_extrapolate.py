@@ -202,3 +202,22 @@ def test_alpharl_needs_two_distinct_steps():
         ex.alpharl_predict(W0, window, [1, 1], 5)
     with pytest.raises(ValueError):
         ex.alpharl_predict(W0, window[:1], [1], 5)
+
+
+def test_rl_extra_jumps_only_at_segment_ends_by_eq3_and_stops_at_the_last_step():
+    # m = 2 real steps, then n = 3 virtual: W = W_s + (5/2)(W_{s+2} - W_s) for weights, norms from W_{s+2}
+    model = torch.nn.ModuleDict({"proj": torch.nn.Linear(3, 2), "norm": torch.nn.LayerNorm(2)})
+    extra = ex.RLExtra(2, 3)
+    extra.start(0, model)
+    w0 = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    assert extra.jump(model, real_steps=1, step=1, total_steps=100) == 0  # mid-segment: nothing moves
+    assert extra.jump(model, real_steps=2, step=2, total_steps=100) == 3
+    for k, v in model.state_dict().items():
+        expected = w0[k] + 0.5 if ex.is_norm(k) else w0[k] + 2.5 * 0.5
+        torch.testing.assert_close(v, expected)
+    assert extra.segment_start[0] == 5 and torch.equal(extra.segment_start[1]["proj.weight"], model.proj.weight)
+    assert extra.jump(model, real_steps=4, step=6, total_steps=7) == 1  # cut at total_steps
+    assert ex.RLExtra(0, 3).jump(model, real_steps=2, step=2, total_steps=100) == 0  # m = 0: RL-Extra off

@@ -207,3 +207,19 @@ def test_importance_weights_multiply_each_token_policy_term_and_ones_change_noth
     w = torch.tensor([[2.0, 1.0, 1.0], [1.0, 1.0, 1.0]])  # doubles the first token's term, -(1.0 * 1)
     weighted, _ = hand_loss(agg="token-mean", is_weights=w)
     assert close(weighted, (1.02 - 1.0) / 5)
+
+
+# ----------------------------------------------------------------------------- the update's settings
+
+
+def test_grpo_config_defaults_are_train_py_defaults_and_from_config_copies_every_field():
+    import dataclasses
+
+    import train
+    from nanorlvr.grpo import GRPOConfig
+    tc = train.TrainConfig()
+    for f in dataclasses.fields(GRPOConfig):  # every setting of the update is a flag of train.py, same default
+        assert getattr(GRPOConfig(), f.name) == getattr(tc, f.name), f.name
+    tc.micro_batch, tc.tis_cap, tc.loss_agg = 3, 2.0, "seq-sum-constant"
+    g = GRPOConfig.from_config(tc)
+    assert (g.micro_batch, g.tis_cap, g.loss_agg) == (3, 2.0, "seq-sum-constant")

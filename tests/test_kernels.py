@@ -1,6 +1,6 @@
 """Specifications of nanorlvr/kernels.py: each Triton kernel computes what its torch reference does.
 
-Without a GPU the kernels run in Triton's interpreter (kernels.py switches it on), which is slow, so
+Without a GPU the kernels run in Triton's interpreter (conftest.py switches it on), which is slow, so
 shapes stay small, except a vocabulary of a few blocks that is no multiple of the block, split over
 chunks. With a GPU the same tests check the compiled kernels on CUDA tensors. Without one, a last test
 still compiles every kernel for an H100 (bench/kernel_compile.py), which the interpreter cannot vouch for.
@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # before anything imports triton (kernels.py does the same)
+if not torch.cuda.is_available():  # before anything imports triton (conftest.py has already done it)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 from nanorlvr import kernels as K  # noqa: E402

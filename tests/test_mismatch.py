@@ -1,13 +1,13 @@
 """The rollout/training log-prob mismatch: grpo_update logs it, and its two corrections (old log-probs
 recomputed by the training model, verl's default; truncated importance sampling) are the identity when the
 sampler and the trainer agree, while recomputing makes a bf16 sampler's first pass exactly on-policy."""
-from types import SimpleNamespace
 
 import torch
 
 from nanorlvr.dist import Sampler
 from nanorlvr.engine import generate
 from nanorlvr.model import GPT, GPTConfig
+from nanorlvr.grpo import GRPOConfig
 from nanorlvr.rl import Rollout, grpo_update
 
 P, G, NEW = 4, 4, 8
@@ -23,10 +23,7 @@ def update(precision="fp32", **over):
     prompts = [p for p in ([1, 2, 3], [4, 5, 6, 7, 8], [9], [10, 11, 12]) for _ in range(G)]
     g = generate(Sampler(model, precision).get(), prompts, NEW, temperature=1.0, seed=0)
     roll = Rollout(prompts, g.tokens, g.logprobs[:, :int(g.lengths.max())], torch.zeros(len(prompts), dtype=torch.bool), REWARDS, 0.0, 0.0)
-    cfg = SimpleNamespace(group_size=G, scale_std=True, dynamic_sampling=False, mask_truncated=True, max_new_tokens=NEW,
-                          loss_agg="token-mean", kl_coef=0.0, top_p=1.0, temperature=1.0, reweight="none",
-                          reweight_c=0.2, mu=1, n_minibatches=1, eps_low=0.2, eps_high=0.28, grad_clip=1e9,
-                          micro_batch=0, **{"old_logp": "rollout", "tis_cap": 0.0, **over})
+    cfg = GRPOConfig(group_size=G, max_new_tokens=NEW, grad_clip=1e9, **over)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     stats = grpo_update(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), roll, cfg)
     return init, model.state_dict(), stats

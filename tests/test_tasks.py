@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from nanorlvr.common import UsageError
-from nanorlvr.tasks import TaskConfig, generate_splits, load_jsonl, make_problem, write_jsonl
+from nanorlvr.tasks import TaskConfig, generate_splits, load_jsonl, make_problem, step_batch, write_jsonl
 
 
 def test_answers_are_the_value_of_the_question():
@@ -87,3 +87,15 @@ def test_p_direct_mixes_bare_answers_without_changing_the_problems():
         want = "#### " + p["solution"].rsplit("#### ", 1)[1] if m["solution"].startswith("#### ") else p["solution"]
         assert m["solution"] == want
     assert not any(p["solution"].startswith("####") for p in pure)
+
+
+def test_step_batches_walk_seeded_epoch_permutations_and_cross_epochs_without_gaps():
+    import torch
+    problems = [f"p{i}" for i in range(10)]
+
+    def order(e):  # epoch e is the permutation seeded with seed + e
+        return [problems[i] for i in torch.randperm(10, generator=torch.Generator().manual_seed(7 + e)).tolist()]
+    stream = order(0) + order(1) + order(2)
+    for step in range(6):  # 4 per step: step 2 takes the end of epoch 0 and the start of epoch 1
+        assert step_batch(problems, step, 4, seed=7) == stream[4 * step:4 * step + 4]
+    assert sorted(sum((step_batch(problems, s, 5, seed=7) for s in (0, 1)), [])) == sorted(problems)

@@ -23,8 +23,13 @@ def base(tmp_path_factory):
     return d
 
 
-def grpo(base, out, *extra):
-    train.main(TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}", *extra])
+def grpo(base, out, *extra, halt_after=0):
+    """train.py's GRPO stage; halt_after > 0 stops it after that many steps, as if it were killed."""
+    with pytest.MonkeyPatch.context() as mp:
+        if halt_after:
+            mp.setenv(train.HALT_AFTER, str(halt_after))
+        train.main(TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}",
+                           *extra])
 
 
 def weights(path):
@@ -58,7 +63,7 @@ def test_sft_micro_batches_compute_the_whole_batch_loss(base, tmp_path, capsys):
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(base, tmp_path):
     grpo(base, tmp_path / "a", "--steps=4", "--save_every=2")
-    grpo(base, tmp_path / "b", "--steps=4", "--save_every=2", "--halt_after=3")  # "killed" after step 3, saved at 2
+    grpo(base, tmp_path / "b", "--steps=4", "--save_every=2", halt_after=3)  # "killed" after step 3, saved at 2
     grpo(base, tmp_path / "b", "--steps=4", "--save_every=2", "--resume=true")
     steps = [json.loads(line)["step"] for line in (tmp_path / "b/grpo/metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3, 4, 4]  # base eval, one row per step (the replayed step 3 once), final eval
@@ -93,7 +98,7 @@ def test_rl_extra_resume_ends_with_the_same_weights(base, tmp_path, device):
     # still find it next to the model's weights (on CUDA it was not), and follow the same line
     extra = ("--steps=4", "--rl_extra=1,1", "--save_every=1", f"--device={device}")
     grpo(base, tmp_path / "a", *extra)
-    grpo(base, tmp_path / "b", *extra, "--halt_after=2")  # killed at step 2: one real step and its jump
+    grpo(base, tmp_path / "b", *extra, halt_after=2)  # killed at step 2: one real step and its jump
     grpo(base, tmp_path / "b", *extra, "--resume=true")
     a, b = weights(tmp_path / "a/grpo/step_000004"), weights(tmp_path / "b/grpo/step_000004")
     for k in a:
