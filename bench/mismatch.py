@@ -14,7 +14,6 @@ mean truncated-importance weight min(ratio, 2).
     python bench/mismatch.py --model=path/to/hf_model_dir     # a real model, the same questions in its chat template
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,23 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import checkpoint as ckpt  # noqa: E402
 from nanorlvr.dist import Sampler, autocast  # noqa: E402
 from nanorlvr.engine import completion_logprobs, generate, pack  # noqa: E402
-from nanorlvr.prompts import ChatFormat, ToyFormat  # noqa: E402
+from nanorlvr.prompts import format_for  # noqa: E402
 from nanorlvr.tasks import ensure_toy_data, load_jsonl  # noqa: E402
-from nanorlvr.tokenizer import render_chat, toy_tokenizer  # noqa: E402
-
-
-def prompt_encoder(path):
-    """(question -> chat prompt ids, stop ids) of a Hugging Face model: its ChatFormat, or, where our
-    tokenizer loader does not know its pre-tokenizer, the `tokenizers` library with a ChatML prompt."""
-    try:
-        fmt = ChatFormat.from_pretrained(path)
-        return fmt.encode, fmt.stop_ids
-    except ValueError:
-        from tokenizers import Tokenizer
-        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        eos = json.loads((path / "config.json").read_text()).get("eos_token_id")
-        return (lambda q: tok.encode(render_chat([{"role": "user", "content": q}], "qwen"), add_special_tokens=False).ids,
-                eos if isinstance(eos, list) else [eos])
 
 
 def gap(precision, path, prompts, stop_ids, args):
@@ -74,11 +58,11 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     path = ckpt.resolve_checkpoint(args.model, "--model")
-    real = (path / "tokenizer.json").exists()
     _, test = ensure_toy_data(args.data_dir)
     questions = [q["question"] for q in load_jsonl(test)[:args.n_prompts]]
-    encode, stop_ids = prompt_encoder(path) if real else (ToyFormat(toy_tokenizer()).encode, ToyFormat(toy_tokenizer()).stop_ids)
-    prompts = [encode(q) for q in questions for _ in range(args.group)]
+    fmt = format_for(path, "--model")  # the checkpoint's own prompt format: the toy's or its chat template
+    stop_ids = fmt.stop_ids
+    prompts = [fmt.encode(q) for q in questions for _ in range(args.group)]
     print(f"{path.name}: {args.n_prompts} prompts x {args.group} samples, T={args.temperature}, up to {args.max_new} tokens; "
           f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| precision | tokens | mean abs gap | max abs gap | ratio outside [0.8, 1.28] | mean min(ratio, 2) |\n|---|---|---|---|---|---|")
