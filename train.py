@@ -25,12 +25,10 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr import dist
-from nanorlvr.common import (Progress, UsageError, append_jsonl, fmt_secs, opt, parse_config, pick_device,
+from nanorlvr import dist, precision as prec
+from nanorlvr.common import (Progress, UsageError, append_jsonl, fmt_secs, log, opt, parse_config, pick_device,
                              rng_state, run_main, seed_everything, set_rng_state, write_json)
 from nanorlvr.curves import plot_curves
-from nanorlvr.dist import log  # rank 0 only under torchrun
-from nanorlvr.engine import completion_logprobs, pack
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import RLExtra
 from nanorlvr.grpo import GRPOConfig
@@ -38,6 +36,7 @@ from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
 from nanorlvr.rl import grpo_update, micro_batches, packed_rows, rollout
+from nanorlvr.scoring import completion_logprobs, pack
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
 
@@ -63,7 +62,7 @@ class TrainConfig:
     chat_style: str = opt("auto", "auto | qwen | llama3: chat template (auto: from the tokenizer's special "
                                   "tokens)")
     precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; "
-                                 "dist.py)")
+                                 "precision.py)")
     grad_ckpt: bool = opt(False, "gradient checkpointing: recompute each block in the backward (less memory)")
     micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch "
                               "at once)")
@@ -257,13 +256,13 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
     """Next-token loss on the solutions only (not the prompt), from scratch (or from --init_from)."""
     seed_everything(cfg.seed)
     if cfg.init_from:
-        model = ckpt.load_model(cfg.init_from, device=device, dtype=dist.weight_dtype(precision))
+        model = ckpt.load_model(cfg.init_from, device=device, dtype=prec.weight_dtype(precision))
         if cfg.sft_lr > 1e-4:
             log(f"warning: --sft_lr={cfg.sft_lr:g} is the toy's from-scratch rate; fine-tuning wants ~1e-5")
     else:
         model = GPT(toy_model_config(cfg, enc)).to(device)
-    sampler = dist.Sampler(model, precision)  # the weights evaluations sample from (dist.py)
-    model.grad_ckpt, ctx = cfg.grad_ckpt, dist.autocast(precision, device)
+    sampler = prec.SamplingCopy(model, precision)  # the weights evaluations sample from (precision.py)
+    model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} "
         f"on {device}")
     optimizer, scheduler = make_optimizer(model, cfg.sft_lr, cfg.sft_weight_decay, cfg.sft_warmup,
@@ -300,7 +299,7 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
 def train_grpo(cfg, device, enc, train, test, fmt, precision):
     run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
     run_dir.mkdir(parents=True, exist_ok=True)
-    src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, dist.weight_dtype(precision), cfg.init_from or None
+    src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, prec.weight_dtype(precision), cfg.init_from or None
     model = ckpt.load_model(src, device=device, dtype=wdtype)
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
@@ -332,12 +331,12 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         # (one without a truncated share is from before truncated answers scored 0: evaluate again)
         if (not base_eval or base_eval.get("settings") != eval_settings(cfg, test)
                 or "truncated" not in base_eval):
-            base_eval = run_eval(cfg, dist.Sampler(model, precision).get(), fmt, test)
+            base_eval = run_eval(cfg, prec.SamplingCopy(model, precision).get(), fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
-    sampler = dist.Sampler(model, precision)  # the weights rollouts and evaluations sample from (dist.py)
-    model.grad_ckpt, ctx = cfg.grad_ckpt, dist.autocast(precision, device)
+    sampler = prec.SamplingCopy(model, precision)  # the weights rollouts and evaluations sample from (precision.py)
+    model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     if m and extra.segment_start is None:
         extra.start(step, model)
 
@@ -446,7 +445,7 @@ def load_task(cfg):
 def run(cfg, device):
     """Checks that need the world size and the model's context; then SFT (if needed), GRPO, summary."""
     t_start = time.time()
-    precision = dist.resolve_precision(cfg.precision, device)
+    precision = prec.resolve_precision(cfg.precision, device)
     has_base = (Path(cfg.base_dir) / "config.json").exists()
     sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not has_base)
     W = dist.world()  # known only now (torchrun): still before any data or model
@@ -473,11 +472,11 @@ def run(cfg, device):
     if cfg.init_from or device.startswith("cuda"):
         rows = cfg.prompts_per_step * cfg.group_size // W
         eval_rows = min(len(test) * max(1, cfg.eval_k) // W, cfg.gen_batch or 1024)
-        mem = dist.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
+        mem = prec.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
                                    update_rows=cfg.micro_batch or math.ceil(rows / cfg.n_minibatches),
                                    prompt_len=longest, new_tokens=cfg.max_new_tokens, precision=precision,
                                    grad_ckpt=cfg.grad_ckpt, kl=cfg.kl_coef > 0)
-        log(dist.memory_line(mem))
+        log(prec.memory_line(mem))
     if sft:
         train_sft(cfg, device, enc, train, test, fmt, precision)
     if cfg.stage in ("grpo", "all"):

@@ -4,7 +4,7 @@ and by the trainer (completion_logprobs, as grpo_update computes them), for each
 
   fp32        sampler = the fp32 model; trainer = the same model (engine vs teacher-forced forward only);
   bf16        sampler = the bf16 model; trainer = the same bf16 model;
-  bf16-mixed  sampler = a bf16 copy (dist.Sampler); trainer = the fp32 master weights under bf16 autocast.
+  bf16-mixed  sampler = a bf16 copy (precision.SamplingCopy); trainer = the fp32 master weights under bf16 autocast.
 
 For each: mean and max |log pi_train - log pi_rollout| over the completion tokens, the share of tokens whose
 first-step ratio pi_train / pi_rollout already lies outside PPO's clip range [1 - 0.2, 1 + 0.28], and the
@@ -21,15 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import checkpoint as ckpt  # noqa: E402
-from nanorlvr.dist import Sampler, autocast  # noqa: E402
-from nanorlvr.engine import completion_logprobs, generate, pack  # noqa: E402
+from nanorlvr.engine import generate  # noqa: E402
+from nanorlvr.precision import SamplingCopy, autocast  # noqa: E402
 from nanorlvr.prompts import format_for  # noqa: E402
+from nanorlvr.scoring import completion_logprobs, pack  # noqa: E402
 from nanorlvr.tasks import ensure_toy_data, load_jsonl  # noqa: E402
 
 
 def gap(precision, path, prompts, stop_ids, args):
     model = ckpt.load_model(path, dtype=torch.bfloat16 if precision == "bf16" else torch.float32).eval()
-    g = generate(Sampler(model, precision).get(), prompts, args.max_new, temperature=args.temperature, seed=0,
+    g = generate(SamplingCopy(model, precision).get(), prompts, args.max_new, temperature=args.temperature, seed=0,
                  stop_ids=stop_ids, batch_size=args.batch)
     rows, d = range(0, len(prompts), args.batch), []
     with torch.no_grad(), autocast(precision, "cpu"):

@@ -4,7 +4,7 @@ sampling copy) and one update (rl.grpo_update: fp32 master weights, bf16 autocas
 with and without gradient checkpointing, on a Qwen2.5-0.5B-shaped model with random weights
 (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151936, tied). Every row runs all
 --new_tokens (no stop token), and every group has mixed rewards, so every row is in the update.
-Prints seconds, tokens/s and peak memory (torch.cuda.max_memory_allocated) next to dist.memory_estimate.
+Prints seconds, tokens/s and peak memory (torch.cuda.max_memory_allocated) next to precision.memory_estimate.
 Without a GPU it runs a tiny shape on the CPU, to check that it works, and says so.
 
     python bench/train_step.py                      # 64 rows x (128 prompt + 512 completion), micro-batch 8
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanorlvr import dist  # noqa: E402
+from nanorlvr import precision  # noqa: E402
 from nanorlvr.engine import generate  # noqa: E402
 from nanorlvr.grpo import GRPOConfig  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
@@ -36,7 +36,7 @@ GiB = 2 ** 30
 
 
 def estimate_table():
-    """Peak GiB per GPU by dist.memory_estimate for the recipe of docs/scaling.md (prompt 256 tokens,
+    """Peak GiB per GPU by precision.memory_estimate for the recipe of docs/scaling.md (prompt 256 tokens,
     bf16-mixed, no reference model): rows sampled at once = --gen_batch, micro-batch = --micro_batch."""
     print("| model | params | rows per generate | new tokens | micro-batch | grad ckpt | weights+grads+AdamW+copy | "
           "rollout | update | total |")
@@ -44,7 +44,7 @@ def estimate_table():
     for name in ("0.5b", "1.5b", "3b"):
         for rows, new, micro, ck in ((256, 1024, 8, False), (256, 1024, 8, True), (256, 1024, 16, True),
                                      (128, 1024, 8, True)):
-            m = dist.memory_estimate(SHAPES[name], gen_rows=rows, update_rows=micro, prompt_len=256, new_tokens=new,
+            m = precision.memory_estimate(SHAPES[name], gen_rows=rows, update_rows=micro, prompt_len=256, new_tokens=new,
                                      grad_ckpt=ck)
             static = m["weights"] + m["grads"] + m["adamw"] + m["sampling_copy"]
             print(f"| {name} | {m['params'] / 1e9:.2f}B | {rows} | {new} | {micro} | {'yes' if ck else 'no'} | "
@@ -72,13 +72,13 @@ def main():
         args.model, args.rows, args.prompt_len, args.new_tokens, args.micro_batch = "tiny", 8, 16, 32, 4
         torch.set_num_threads(2)
     mcfg = SHAPES[args.model]
-    print(f"{args.model}: {dist.count_params(mcfg) / 1e6:.0f}M params, {args.rows} rows x ({args.prompt_len} prompt + "
+    print(f"{args.model}: {precision.count_params(mcfg) / 1e6:.0f}M params, {args.rows} rows x ({args.prompt_len} prompt + "
           f"{args.new_tokens} completion), micro-batch {args.micro_batch}, {args.precision}, "
           f"{torch.cuda.get_device_name() if cuda else 'cpu'}")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
-    model = GPT(mcfg).to(device=device, dtype=dist.weight_dtype(args.precision))
-    sampler = dist.Sampler(model, args.precision)
+    model = GPT(mcfg).to(device=device, dtype=precision.weight_dtype(args.precision))
+    sampler = precision.SamplingCopy(model, args.precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     prompts = torch.randint(0, mcfg.vocab_size, (args.rows, args.prompt_len)).tolist()
@@ -110,7 +110,7 @@ def main():
     roll = Rollout([list(p) for p in prompts], g.tokens, g.logprobs.cpu(), torch.zeros(args.rows, dtype=torch.bool), r, s, 0.0)
     del g
     cfg = GRPOConfig(group_size=args.group_size, max_new_tokens=args.new_tokens, micro_batch=args.micro_batch)
-    ctx = dist.autocast(args.precision, device)
+    ctx = precision.autocast(args.precision, device)
     tokens = args.rows * (args.prompt_len + args.new_tokens)
     for ck in (False, True):
         model.grad_ckpt = ck
@@ -127,13 +127,13 @@ def main():
             opt.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
             continue
-        est = dist.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
+        est = precision.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision,
                                    grad_ckpt=ck)
         static = sum(est[k] for k in ("weights", "grads", "adamw", "sampling_copy"))
         print(f"update, grad ckpt {'on ' if ck else 'off'}: {s:.2f} s, {tokens / s:,.0f} tokens/s, peak {peak():.1f} GiB "
               f"(estimate {(static + est['update_peak']) / GiB:.1f}), loss {stats.get('loss', float('nan')):.4f}")
-    est = dist.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
+    est = precision.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
                                prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision)
     print(f"rollout peak estimate {(est['weights'] + est['sampling_copy'] + est['rollout_peak']) / GiB:.1f} GiB "
           "(weights + sampling copy + rollout: the rollout above ran before any gradient or AdamW state existed)")

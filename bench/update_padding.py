@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import rl  # noqa: E402
-from nanorlvr.engine import completion_logprobs, pack  # noqa: E402
 from nanorlvr.grpo import GRPOConfig  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
+from nanorlvr.scoring import completion_logprobs, pack  # noqa: E402
 
 
 GROUPED = rl.micro_batches

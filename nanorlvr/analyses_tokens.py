@@ -16,8 +16,9 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr.analyses_weights import fnum, plot_hist, plot_lines
 from nanorlvr.analysis import histogram_overlap, separability, token_metrics
 from nanorlvr.common import Progress, log
-from nanorlvr.engine import generate, pack
+from nanorlvr.engine import generate
 from nanorlvr.lockstep import GATES, lockstep_generate_fn, replacement_ratio
+from nanorlvr.scoring import pack
 
 METRICS = ("dlogp", "kl", "entropy_base", "entropy_rl")
 SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
@@ -28,7 +29,7 @@ SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
 
 def completion_logits(model, idx, prompt_lens, completion_lens):
     """Teacher-forced logits predicting each completion token: (N, Lc, V) float32 on the CPU, the target ids
-    (N, Lc) and the mask (N, Lc) of real completion tokens (same positions as engine.completion_logprobs)."""
+    (N, Lc) and the mask (N, Lc) of real completion tokens (same positions as scoring.completion_logprobs)."""
     device = next(model.parameters()).device
     Lc = int(completion_lens.max())
     j = torch.arange(Lc)

@@ -19,8 +19,9 @@ import torch
 from nanorlvr import checkpoint as ckpt
 from nanorlvr.analysis import logprob_r2_filter, n_sample, r2_vs_step, sample_entries, weight_r2_filter
 from nanorlvr.common import Progress, UsageError, log
-from nanorlvr.engine import completion_logprobs, generate, pack
+from nanorlvr.engine import generate
 from nanorlvr.extrapolate import alpharl_predict, extrapolate_weights, is_norm, is_update_matrix, rank_k_state_dict
+from nanorlvr.scoring import completion_logprobs, pack
 
 # -----------------------------------------------------------------------------
 # shared: held-out accuracy, plots, small statistics

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as td
 
 
 class UsageError(Exception):
@@ -136,7 +137,9 @@ class Progress:
 
 
 def log(msg, file=None):
-    print(msg, file=file or sys.stdout, flush=True)
+    """print, flushed; under torchrun on rank 0 only (the other ranks would repeat it)."""
+    if not td.is_initialized() or td.get_rank() == 0:
+        print(msg, file=file or sys.stdout, flush=True)
 
 
 def append_jsonl(path, row):

@@ -23,8 +23,9 @@ import torch
 
 from nanorlvr import dist, grpo
 from nanorlvr.common import UsageError
-from nanorlvr.engine import completion_logprobs, generate, pack
+from nanorlvr.engine import generate
 from nanorlvr.evaluate import score
+from nanorlvr.scoring import completion_logprobs, pack
 
 
 @dataclass

@@ -17,7 +17,7 @@ import train
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
 from nanorlvr.common import UsageError
-from nanorlvr.engine import completion_logprobs, pack
+from nanorlvr.scoring import completion_logprobs, pack
 from nanorlvr.grpo import GRPOConfig
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.rl import Rollout, micro_batches, grpo_update

@@ -1,7 +1,8 @@
 """The sampling engine: batching must not change a row, seeds reproduce, log-probs are the model's."""
 import torch
 
-from nanorlvr.engine import completion_logprobs, generate, pack, sample_next
+from nanorlvr.engine import generate, sample_next
+from nanorlvr.scoring import completion_logprobs, pack
 from nanorlvr.model import GPT, GPTConfig
 from margins import assert_greedy_path_is_clear
 

@@ -4,7 +4,7 @@ sampler and the trainer agree, while recomputing makes a bf16 sampler's first pa
 
 import torch
 
-from nanorlvr.dist import Sampler
+from nanorlvr.precision import SamplingCopy
 from nanorlvr.engine import generate
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.grpo import GRPOConfig
@@ -21,7 +21,7 @@ def update(precision="fp32", **over):
     model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=2))
     init = {k: v.clone() for k, v in model.state_dict().items()}
     prompts = [p for p in ([1, 2, 3], [4, 5, 6, 7, 8], [9], [10, 11, 12]) for _ in range(G)]
-    g = generate(Sampler(model, precision).get(), prompts, NEW, temperature=1.0, seed=0)
+    g = generate(SamplingCopy(model, precision).get(), prompts, NEW, temperature=1.0, seed=0)
     roll = Rollout(prompts, g.tokens, g.logprobs[:, :int(g.lengths.max())], torch.zeros(len(prompts), dtype=torch.bool), REWARDS, 0.0, 0.0)
     cfg = GRPOConfig(group_size=G, max_new_tokens=NEW, grad_clip=1e9, **over)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)

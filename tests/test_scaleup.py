@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 import train
 from nanorlvr import checkpoint as ckpt
-from nanorlvr import dist, rl
+from nanorlvr import precision, rl
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import ChatFormat, detect_style, render_chat
 from nanorlvr.tokenizer import load_tokenizer
@@ -129,9 +129,9 @@ def test_gradient_checkpointing_changes_no_gradient():
 def test_memory_estimate_of_qwen25_05b():
     cfg = GPTConfig(vocab_size=151936, n_layer=24, n_head=14, n_kv_head=2, n_embd=896, intermediate_size=4864,
                     max_seq_len=32768, rope_theta=1e6, qkv_bias=True, tie_embeddings=True)
-    m = dist.memory_estimate(cfg, gen_rows=64, update_rows=8, prompt_len=128, new_tokens=512)
+    m = precision.memory_estimate(cfg, gen_rows=64, update_rows=8, prompt_len=128, new_tokens=512)
     assert m["params"] == 494_032_768  # Qwen2.5-0.5B's published count
     assert m["weights"] == m["grads"] == 4 * m["params"] and m["adamw"] == 8 * m["params"]
-    ck = dist.memory_estimate(cfg, gen_rows=64, update_rows=8, prompt_len=128, new_tokens=512, grad_ckpt=True)
+    ck = precision.memory_estimate(cfg, gen_rows=64, update_rows=8, prompt_len=128, new_tokens=512, grad_ckpt=True)
     assert ck["activations"] < m["activations"] / 4 and ck["total"] < m["total"]
-    assert "GiB" in dist.memory_line(m)
+    assert "GiB" in precision.memory_line(m)
