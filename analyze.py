@@ -165,6 +165,7 @@ def main(argv=None):
     cfg = parse_config(COMMANDS, argv, description=__doc__.strip().split("\n\n")[0])
     cmd = next(name for name, cls in COMMANDS.items() if type(cfg) is cls)
     from nanorlvr import analyses_weights as W  # after parsing: --help stays fast
+    from nanorlvr.evaluate import evaluator
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # the trained checkpoint (the RL model, or the run's last step) says how to prompt and what to evaluate on
@@ -181,8 +182,8 @@ def main(argv=None):
     device, t_start = pick_device(cfg.device), time.time()
     n_problems = max(cfg.n_eval, getattr(cfg, "n_prompts", 0), getattr(cfg, "n_probe", 0))
     problems = held_out_for(trained, n_problems, cfg.data, cfg.data_dir, flag)
-    evaluate_fn = W.make_evaluator(fmt, problems[:cfg.n_eval], cfg.k, cfg.temperature, max_new_tokens,
-                                   cfg.top_p, cfg.seed)
+    evaluate_fn = evaluator(fmt, problems[:cfg.n_eval], cfg.k, cfg.temperature, max_new_tokens, cfg.top_p,
+                            cfg.seed)
     log(f"analyze {cmd} on {device}, {len(problems[:cfg.n_eval])} problems, budget {max_new_tokens} tokens, "
         f"writing to {out}")
     if cmd == "dlogp":

@@ -23,9 +23,10 @@ import torch
 from nanorlvr import checkpoint as ckpt
 from nanorlvr.common import UsageError, log, opt, parse_config, pick_device, run_main, write_json
 from nanorlvr.engine import generate
-from nanorlvr.evaluate import evaluate, score
+from nanorlvr.evaluate import evaluator
 from nanorlvr.lockstep import GATES, generate_lockstep, lockstep_generate_fn, replacement_ratio
 from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_for, load_problems
+from nanorlvr.verifier import reward
 
 
 @dataclass
@@ -111,19 +112,6 @@ def settings(cfg):
             for g in gammas for t in taus]
 
 
-def plain_fn(model, cfg, fmt):
-    return lambda ps, temp, seed: generate(model, ps, cfg.max_new_tokens, temperature=temp, top_p=cfg.top_p,
-                                           stop_ids=fmt.stop_ids, seed=seed, batch_size=cfg.batch_size)
-
-
-def run_eval(model, generate_fn, problems, cfg, fmt, calls=None):
-    r = evaluate(model, fmt, problems, k=cfg.k, temperature=cfg.temperature,
-                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, generate_fn=generate_fn)
-    if calls is not None:
-        r["replacement_ratio"] = replacement_ratio(calls)
-    return r
-
-
 def summary(label, r, k):
     s = f"{label}: n={r['n']} greedy {r['greedy_acc']:.3f} (truncated {r['greedy_truncated']:.3f})"
     if k:  # truncated responses score 0: their share is printed beside each accuracy
@@ -133,16 +121,19 @@ def summary(label, r, k):
 
 def evaluate_all(cfg, model, pair, fmt, problems):
     """One evaluation per setting (plus plain reference rows in a sweep); a markdown table if sweeping."""
-    rows = []
+    rows, evaluate_fn = [], evaluator(fmt, problems, cfg.k, cfg.temperature, cfg.max_new_tokens, cfg.top_p,
+                                      cfg.seed, cfg.batch_size)
     if pair is None or cfg.sweep:  # plain sampling: the model, or both models as the sweep's reference rows
         for name, m in ([("plain", model)] if pair is None else [("plain a", pair[0]), ("plain b", pair[1])]):
-            rows.append((name, run_eval(m, plain_fn(m, cfg, fmt), problems, cfg, fmt)))
+            rows.append((name, evaluate_fn(m)))
             log(summary(*rows[-1], cfg.k))
     for label, kw in (settings(cfg) if pair is not None else []):
         calls = [] if kw.get("gate") else None  # the replacement ratio means something only when gated
         fn = lockstep_generate_fn(*pair, max_new_tokens=cfg.max_new_tokens, stop_ids=fmt.stop_ids,
                                   top_p=cfg.top_p, batch_size=cfg.batch_size, calls=calls, **kw)
-        rows.append((label, run_eval(model, fn, problems, cfg, fmt, calls)))
+        rows.append((label, evaluate_fn(model, fn)))
+        if calls is not None:
+            rows[-1][1]["replacement_ratio"] = replacement_ratio(calls)
         log(summary(*rows[-1], cfg.k))
     if cfg.sweep:
         k = cfg.k
@@ -177,8 +168,8 @@ def sample_prompts(cfg, model, pair, fmt):
     ok = [None] * len(prompts)
     known = [i for i, a in enumerate(golds) if a]
     if known:
-        for i, v in zip(known, score([g.tokens[i] for i in known], [golds[i] for i in known], fmt.decode,
-                                     truncated=g.truncated[known])[0]):
+        for i, v in zip(known, reward([fmt.decode(g.tokens[i]) for i in known], [golds[i] for i in known],
+                                      truncated=g.truncated[known].tolist())):
             ok[i] = v
     for i, toks in enumerate(g.tokens):
         if i % n == 0:

@@ -26,8 +26,8 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist, precision as prec
-from nanorlvr.common import (Progress, UsageError, append_jsonl, fmt_secs, log, opt, parse_config, pick_device,
-                             rng_state, run_main, seed_everything, set_rng_state, write_json)
+from nanorlvr.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device, rng_state,
+                             run_main, secs_str, seed_everything, set_rng_state, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import RLExtra
@@ -111,7 +111,7 @@ class TrainConfig:
     kl_coef: float = opt(0.0, "KL(pi || base) coefficient, k3 estimator (0: no reference model)")
     dynamic_sampling: bool = opt(False, "drop groups whose rewards are all equal")
     # A sample that hits --max_new_tokens without its end token gave no final answer: it scores 0, in the
-    # reward and in every evaluation (evaluate.score), whatever its last number; the share truncated is
+    # reward and in every evaluation (verifier.reward), whatever its last number; the share truncated is
     # logged beside every accuracy. --mask_truncated decides only whether such rows also get a loss.
     mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering); they score 0 "
                                      "either way")
@@ -287,7 +287,7 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
         scheduler.step()
         if step % 50 == 0 or step == cfg.sft_steps - 1:
             log(f"sft {step:5d}/{cfg.sft_steps} loss {total:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                f"elapsed {fmt_secs(prog.elapsed())} eta {prog.eta(step)}")
+                f"elapsed {secs_str(prog.elapsed())} eta {prog.eta(step)}")
     r = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line("SFT base", r, cfg.eval_k))
     ckpt.save_model(model, cfg.base_dir, tokenizer_dir=cfg.init_from or None, info=run_info(cfg, fmt))
@@ -498,7 +498,7 @@ def run(cfg, device):
         log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
         for name in ("greedy_acc", "greedy_truncated", f"avg{k}", f"pass{k}", "truncated"):
             log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
-        log(f"wall time {fmt_secs(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
+        log(f"wall time {secs_str(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
 
 
 def main(argv=None):

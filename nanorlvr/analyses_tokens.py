@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyses_weights import fnum, plot_hist, plot_lines
+from nanorlvr.analyses_weights import num_str, plot_hist, plot_lines
 from nanorlvr.analysis import histogram_overlap, separability, token_metrics
 from nanorlvr.common import Progress, log
 from nanorlvr.engine import generate
@@ -152,7 +152,7 @@ def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ra
                    f"{n} {sep[n]['auc_rl_vs_base']:.3f} / {sep[n]['overlap']:.3f}" for n in METRICS)
                + ". Paper 1: only dlogp separates them.",
                "Sparsity, share of tokens with |dlogp| > t: " + ", ".join(
-                   f"{t}: {fnum(report['sparsity']['all'][f'abs_gt_{t}'])}" for t in SPARSITY_THRESHOLDS) + "."]
+                   f"{t}: {num_str(report['sparsity']['all'][f'abs_gt_{t}'])}" for t in SPARSITY_THRESHOLDS) + "."]
     if not ratios:
         return report, summary
 
@@ -169,7 +169,7 @@ def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ra
                 for c, pts in sweep.items()},
                "Token replacement (base leads, gated tokens from RL)", "replacement ratio", "accuracy",
                {"RL model": r_rl["acc"], "base model": r_base["acc"]})
-    summary += [f"Replacement: base {fnum(r_base['acc'])}, RL {fnum(r_rl['acc'])}. Smallest replacement ratio reaching "
-                "90% of the gap: " + ", ".join(f"{c} {fnum(reach[c])}" for c in criteria)
+    summary += [f"Replacement: base {num_str(r_base['acc'])}, RL {num_str(r_rl['acc'])}. Smallest replacement ratio reaching "
+                "90% of the gap: " + ", ".join(f"{c} {num_str(reach[c])}" for c in criteria)
                 + " (Paper 1: dlogp ~0.05, KL ~0.14, entropy ~0.19, random never)."]
     return report, summary

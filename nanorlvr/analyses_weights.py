@@ -1,9 +1,9 @@
 """
 Weight-space analyses of a GRPO run, behind `analyze.py linearity | rank1 | alpharl | extrapolate`, plus the
-helpers every analysis shares (held-out accuracy, plots). The maths lives in analysis.py and extrapolate.py;
+helpers every analysis shares (plots, small statistics). The maths lives in analysis.py and extrapolate.py;
 this file loads checkpoints, calls it, evaluates the resulting models and summarises.
 
-Each analysis takes `evaluate_fn(model, generate_fn=None) -> dict` (see make_evaluator; its "acc" is the
+Each analysis takes `evaluate_fn(model, generate_fn=None) -> dict` (evaluate.evaluator; its "acc" is the
 headline accuracy) and an output folder for its plots, and returns (report dict, summary markdown lines).
 """
 import math
@@ -24,23 +24,7 @@ from nanorlvr.extrapolate import alpharl_predict, extrapolate_weights, is_norm, 
 from nanorlvr.scoring import completion_logprobs, pack
 
 # -----------------------------------------------------------------------------
-# shared: held-out accuracy, plots, small statistics
-
-
-def make_evaluator(fmt, problems, k=8, temperature=1.0, max_new_tokens=64, top_p=1.0, seed=1234):
-    """evaluate_fn(model, generate_fn=None) -> evaluate()'s dict plus "acc": avg@k (greedy accuracy if k = 0).
-    Every model is scored on the same problems with the same seeds, prompted with fmt (prompts.format_for)."""
-    from nanorlvr.evaluate import evaluate  # needs the verifier; imported only when something is evaluated
-
-    def plain(model):
-        return lambda ps, temp, s: generate(model, ps, max_new_tokens, temperature=temp, top_p=top_p, seed=s,
-                                            stop_ids=fmt.stop_ids, batch_size=1024)
-
-    def evaluate_fn(model, generate_fn=None):
-        r = evaluate(model, fmt, problems, k=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                     generate_fn=generate_fn or plain(model))
-        return {**r, "acc": r[f"avg{k}"] if k else r["greedy_acc"]}
-    return evaluate_fn
+# shared: plots, small statistics
 
 
 def gain_share(acc, acc_base, acc_ref):
@@ -48,7 +32,7 @@ def gain_share(acc, acc_base, acc_ref):
     return (acc - acc_base) / (acc_ref - acc_base) if acc_ref != acc_base else None
 
 
-def fnum(x, spec=".3f"):
+def num_str(x, spec=".3f"):
     """A number for summary.md ("n/a" for None / nan)."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -220,15 +204,15 @@ def run_linearity(run_dir, out, fmt, problems, device="cpu", max_new_tokens=64, 
               "R^2", range=(0, 1))
     w, lp, mem = report["weights"], report["logprobs"], report["memory"]
     summary = [f"Checkpoints: {len(steps)} (steps {steps[0]}..{steps[-1]}).",
-               f"Weight R^2: median {fnum(w['median'])}, share > 0.7 {fnum(w['share_above_0.7'])} "
+               f"Weight R^2: median {num_str(w['median'])}, share > 0.7 {num_str(w['share_above_0.7'])} "
                f"({w['entries_kept']} of {w['entries_sampled']} sampled entries kept). Paper 2: peak ~0.9, > 70%.",
-               f"Log-prob R^2: median {fnum(lp['median'])}, share > 0.7 {fnum(lp['share_above_0.7'])} "
+               f"Log-prob R^2: median {num_str(lp['median'])}, share > 0.7 {num_str(lp['share_above_0.7'])} "
                f"({n_kept} of {n_tok} probe tokens move by > 0.2).",
                f"Peak RSS {mem['peak_rss_mb']:.0f} MiB, {mem['peak_rss_mb'] - rss_before:.0f} MiB above the "
                f"{rss_before:.0f} MiB before the analysis = {(mem['peak_rss_mb'] - rss_before) / model_mb:.1f} "
                f"checkpoints of {model_mb:.1f} MiB."]
     if control_dir:
-        summary.append(f"Control run weight R^2: median {fnum(report['control_weights']['median'])} (Paper 2: SFT ~0.43).")
+        summary.append(f"Control run weight R^2: median {num_str(report['control_weights']['median'])} (Paper 2: SFT ~0.43).")
     return report, summary
 
 
@@ -263,9 +247,9 @@ def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
     plot_hist(Path(out) / "top1_share.png", {"update matrices": share_t},
               "Share of each matrix's RL update in its top singular component", "s1^2 / sum s_i^2", bins=20,
               range=(0, 1))
-    summary = [f"Accuracy: base {fnum(r_base['acc'])}, RL {fnum(r_rl['acc'])}, rank-{k} {fnum(r_rank['acc'])}: "
-               f"recovery {fnum(recovery)} of the RL gain (Paper 3, rank 1: > 0.99).",
-               f"Top singular component holds a median {fnum(report['top1_share']['median'])} of each matrix's "
+    summary = [f"Accuracy: base {num_str(r_base['acc'])}, RL {num_str(r_rl['acc'])}, rank-{k} {num_str(r_rank['acc'])}: "
+               f"recovery {num_str(recovery)} of the RL gain (Paper 3, rank 1: > 0.99).",
+               f"Top singular component holds a median {num_str(report['top1_share']['median'])} of each matrix's "
                f"update energy ({len(share_t)} matrices)."]
     return report, summary
 
@@ -317,10 +301,10 @@ def run_alpharl(run_dir, out, evaluate_fn, windows, add_to="w0", with_w0=False, 
                 "window checkpoint itself": ([r["window_step"] for r in rows], [r["acc_window"] for r in rows])},
                f"AlphaRL (add to {add_to}): predicting step {steps[-1]}", "last step of the window", "accuracy",
                {f"final (step {steps[-1]})": r_final["acc"], "base": r_base["acc"]})
-    summary = [f"Base {fnum(r_base['acc'])}, final (step {steps[-1]}) {fnum(r_final['acc'])}; prediction added to {add_to}."]
+    summary = [f"Base {num_str(r_base['acc'])}, final (step {steps[-1]}) {num_str(r_final['acc'])}; prediction added to {add_to}."]
     summary += [f"Window {r['window']} (to step {r['window_step']}, speedup {r['speedup']:.2f}x): predicted "
-                f"{fnum(r['acc_pred'])} = {fnum(r['retained'])} of final, {fnum(r['gain_share'])} of the gain; the "
-                f"window checkpoint alone {fnum(r['acc_window'])}." for r in rows]
+                f"{num_str(r['acc_pred'])} = {num_str(r['retained'])} of final, {num_str(r['gain_share'])} of the gain; the "
+                f"window checkpoint alone {num_str(r['acc_window'])}." for r in rows]
     return report, summary
 
 # -----------------------------------------------------------------------------
@@ -351,7 +335,7 @@ def run_extrapolate(run_dir, out, evaluate_fn, t0, t1, alphas, device="cpu"):
                "Weight extrapolation (Paper 2, Eq. 2)", "alpha (1 = checkpoint t1)", "accuracy",
                {f"last checkpoint (step {last})": r_last["acc"]})
     best = max(rows, key=lambda r: r["acc"])
-    summary = [f"t0 = {t0}, t1 = {t1}; last checkpoint (step {last}) {fnum(r_last['acc'])}."]
-    summary += [f"alpha {r['alpha']} (step ~{r['equivalent_step']:.0f}): {fnum(r['acc'])}" for r in rows]
-    summary.append(f"Best alpha {best['alpha']}: {fnum(best['acc'])}.")
+    summary = [f"t0 = {t0}, t1 = {t1}; last checkpoint (step {last}) {num_str(r_last['acc'])}."]
+    summary += [f"alpha {r['alpha']} (step ~{r['equivalent_step']:.0f}): {num_str(r['acc'])}" for r in rows]
+    summary.append(f"Best alpha {best['alpha']}: {num_str(best['acc'])}.")
     return report, summary

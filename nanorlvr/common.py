@@ -117,7 +117,7 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def fmt_secs(s):
+def secs_str(s):
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
@@ -133,7 +133,7 @@ class Progress:
 
     def eta(self, step):
         done = step + 1 - self.start
-        return fmt_secs(self.elapsed() / max(done, 1) * (self.total - step - 1))
+        return secs_str(self.elapsed() / max(done, 1) * (self.total - step - 1))
 
 
 def log(msg, file=None):

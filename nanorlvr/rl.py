@@ -24,8 +24,8 @@ import torch
 from nanorlvr import dist, grpo
 from nanorlvr.common import UsageError
 from nanorlvr.engine import generate
-from nanorlvr.evaluate import score
 from nanorlvr.scoring import completion_logprobs, pack
+from nanorlvr.verifier import reward
 
 
 @dataclass
@@ -50,8 +50,8 @@ def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed,
     g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                  stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
     t1 = time.time()
-    ok, _ = score(g.tokens, [p["answer"] for p in problems for _ in range(group_size)], fmt.decode, workers=workers,
-                  truncated=g.truncated)  # truncated = no final answer = reward 0
+    ok = reward([fmt.decode(c) for c in g.tokens], [p["answer"] for p in problems for _ in range(group_size)],
+                truncated=g.truncated.tolist(), workers=workers)  # truncated = no final answer = reward 0
     t2 = time.time()
     L = int(g.lengths.max())
     return Rollout(prompts, g.tokens, g.logprobs[:, :L].cpu(), g.truncated.cpu(), torch.tensor(ok, dtype=torch.float),

@@ -45,13 +45,13 @@ class TaskConfig:
     p_direct: float = 0.5   # share of solutions that skip the working and give only `#### answer`
 
 
-def fmt(x: Fraction) -> str:
+def fraction_str(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
 
 
 def surface_forms(x: Fraction, unreduced: str | None) -> list[str]:
     """The equivalent ways the final line may write x: canonical, unreduced fraction, terminating decimal."""
-    forms = [fmt(x)]
+    forms = [fraction_str(x)]
     if unreduced and unreduced != forms[0]:
         forms.append(unreduced)
     d = x.denominator
@@ -73,12 +73,12 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
         question = (f"({question})" if k > 0 else question) + f"{op}{b}"
         new = {"+": value + b, "-": value - b, "*": value * b, "/": value / b}[op]
         if op == "/":
-            unreduced = f"{fmt(value)}/{b}"   # value is an integer here: division only comes last
-        lines.append(f"{fmt(value)}{op}{b}={fmt(new)}")
+            unreduced = f"{fraction_str(value)}/{b}"   # value is an integer here: division only comes last
+        lines.append(f"{fraction_str(value)}{op}{b}={fraction_str(new)}")
         value = new
     answer = rng.choice(surface_forms(value, unreduced))
     working = "" if is_direct(question, cfg.p_direct) else "\n".join(lines) + "\n"
-    return {"question": question, "answer": fmt(value), "solution": f"{working}#### {answer}"}
+    return {"question": question, "answer": fraction_str(value), "solution": f"{working}#### {answer}"}
 
 
 def hash32(text: str) -> int:

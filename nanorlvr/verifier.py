@@ -1,8 +1,8 @@
 """The reward function: does a model's response contain the gold answer? Safe and time-bounded.
 
-    verify(response, gold, timeout=1.0) -> bool
-    verify_batch(responses, golds, timeout=1.0, workers=2) -> list[bool]
-    verify_batch_detailed(...) -> list[(bool, reason)]
+    reward(texts, golds, truncated=None, timeout=1.0, workers=2) -> list[bool]   (rollouts and evaluation)
+    verify(response, gold, timeout=1.0) -> bool                                  (one pair)
+    verify_batch_detailed(responses, golds, ...) -> list[(bool, reason)]
     check_gold(gold) -> None, raises ValueError if the gold answer cannot be parsed
     extract_answer(text, last_number_fallback=True) -> str | None
 
@@ -15,44 +15,31 @@ number. A gold's answer is never guessed from its last number. (2) Cleaning:
 \\left, spacing, $, \\%, degrees, units in \\text{..}, thousands separators. (3) If the first candidate
 on both sides is a plain number (integer, decimal, a/b, \\frac{a}{b}, 1e5) the two are compared as
 exact fractions.Fraction right here: no sympy, microseconds -- most RL rewards end here. (4) Anything
-else goes to a worker process that parses each side with nanorlvr/mathparse.py (an allow-list
-tokenizer and a hand-written parser that builds sympy objects; never eval/sympify) and tests
-equivalence exactly with nanorlvr/mathequal.py: structurally, then by expand/simplify (decimals are
-exact rationals, so 3.50 == 7/2 but 1/2^99 != 1/2^98, and 0.3333 != 1/3). Policy: units, %, currency
-and degrees are dropped (10% == 10); bare lists "a, b" and \\{a, b\\} are unordered sets, (a, b) is
-ordered; "x = 3" matches 3 and "y = 2x+1" matches 2x+1, an equation matches its multiples; "a < x < b"
-matches the interval.
+else goes to a worker process (workers.py: a deadline per item, a hung worker killed and replaced) that
+parses each side with nanorlvr/mathparse.py (an allow-list tokenizer and a hand-written parser that builds
+sympy objects; never eval/sympify) and tests equivalence exactly with nanorlvr/mathequal.py: structurally,
+then by expand/simplify (decimals are exact rationals, so 3.50 == 7/2 but 1/2^99 != 1/2^98, and
+0.3333 != 1/3). Policy: units, %, currency and degrees are dropped (10% == 10); bare lists "a, b" and
+\\{a, b\\} are unordered sets, (a, b) is ordered; "x = 3" matches 3 and "y = 2x+1" matches 2x+1, an
+equation matches its multiples; "a < x < b" matches the interval.
 
-Why the time bound works this way: parsing is bounded by construction (token, depth, power and
-factorial caps), but sympy's simplify is not, and Python cannot interrupt a thread, while
-signal.alarm only works in the main thread of the main interpreter. So the sympy work runs in
-persistent worker processes (plain subprocesses talking JSON lines over pipes, which also work
-from daemonic multiprocessing workers and from any thread); the parent waits with select() until
-the deadline, then kills the worker, starts a replacement, and scores the item False with a logged
-reason. Each worker caps its own address space. The first sympy call in a process also waits for a
-worker to start (about 1 s to import sympy; bounded by STARTUP_TIMEOUT, not counted in `timeout`);
-so may the call right after a kill, if it comes before the replacement is up.
+A response cut off by the token budget (no end token: `truncated`) scores 0, in the GRPO reward and in
+every evaluation alike: it never gave its final answer, even if the last number it wrote happens to match
+the gold ("... 4 * 4 =" would otherwise count for gold 4).
+
 Golds are checked at dataset load (check_gold); verify raises ValueError for a gold it cannot parse
 rather than return a reward that means nothing. Linux/macOS only (select on pipes).
 """
-import atexit
 import functools
-import json
 import logging
-import os
 import re
-import select
-import subprocess
-import sys
-import threading
-import time
 from fractions import Fraction
+
+from nanorlvr.workers import run_jobs
 
 MAX_TEXT = 20_000  # only the tail of a response is searched for the answer
 MAX_ANSWER = 1_000  # a longer candidate answer is not an answer
 MAX_WHOLE = 200  # the whole text is tried as an answer only when at most this long
-STARTUP_TIMEOUT = 60.0  # seconds a new worker may take to import sympy (a busy machine is slow)
-MAX_IDLE = 8  # warm workers kept between calls
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- extraction
@@ -234,158 +221,17 @@ def _cleaned_candidates(text, last_number_fallback=True):
             out.append(c)
     return out
 
-# ----------------------------------------------------------------------------- worker processes
-
-
-class _Worker:
-    """One persistent subprocess running _worker_main; requests and replies are JSON lines."""
-
-    def __init__(self):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = f'import sys; sys.path.insert(0, {root!r}); from nanorlvr.verifier import _worker_main; _worker_main()'
-        self.proc = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
-        self.buf, self.ready = b'', False
-
-    def send(self, obj):
-        self.proc.stdin.write((json.dumps(obj) + '\n').encode())
-
-    def read_lines(self):
-        chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
-        if not chunk:
-            raise EOFError('worker exited')
-        self.buf += chunk
-        *lines, self.buf = self.buf.split(b'\n')
-        return [line.decode() for line in lines]
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
-_lock, _idle = threading.Lock(), []
-
-
-def _acquire():
-    with _lock:
-        while _idle:
-            w = _idle.pop()
-            if w.proc.poll() is None:
-                return w
-        return _Worker()
-
-
-def _release(w):
-    with _lock:
-        if len(_idle) < MAX_IDLE and w.proc.poll() is None:
-            return _idle.append(w)
-    w.kill()
-
-
-def _shutdown():
-    while _idle:
-        _idle.pop().kill()
-
-
-def _forget_after_fork():  # a forked child must not share its parent's workers (or a held lock)
-    global _lock, _idle
-    _lock, _idle = threading.Lock(), []
-
-
-atexit.register(_shutdown)
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def _run_jobs(jobs, timeout, workers):
-    """Run (index, request) jobs on up to `workers` workers; {index: reply}. A job past its deadline
-    gets {'ok': False, 'why': 'timeout'} and its worker is killed and replaced."""
-    replies, pending = {}, list(reversed(jobs))
-    pool = [_acquire() for _ in range(min(workers, len(jobs)))]
-    busy = {}  # worker -> (index, deadline)
-
-    def fail(w, why):  # the worker's job scores False; the worker is killed and replaced
-        if w in busy:
-            replies[busy.pop(w)[0]] = {'ok': False, 'why': why if w.ready else f'{why} (worker start)'}
-        w.kill()
-        pool[pool.index(w)] = _Worker()
-
-    try:
-        while pending or busy:
-            any_ready = any(w.ready for w in pool)
-            for w in pool:  # a replacement still importing sympy waits while others can work
-                if pending and w not in busy and (w.ready or not any_ready):
-                    i, request = pending.pop()
-                    busy[w] = (i, time.monotonic() + timeout + (0 if w.ready else STARTUP_TIMEOUT))
-                    try:
-                        w.send(request)
-                    except OSError:
-                        fail(w, 'worker crashed')
-            watched = {w.proc.stdout.fileno(): w for w in pool if w in busy or not w.ready}
-            deadline = min((d for _, d in busy.values()), default=time.monotonic() + STARTUP_TIMEOUT)
-            for fd in select.select(list(watched), [], [], max(0.0, deadline - time.monotonic()))[0]:
-                w = watched[fd]
-                try:
-                    lines = w.read_lines()
-                except (EOFError, OSError):
-                    fail(w, 'worker crashed')
-                    continue
-                for line in lines:
-                    if line == 'ready':
-                        w.ready = True
-                        if w in busy:
-                            busy[w] = (busy[w][0], time.monotonic() + timeout)
-                    elif w in busy:
-                        replies[busy.pop(w)[0]] = json.loads(line)
-            for w, (_, deadline) in list(busy.items()):
-                if time.monotonic() >= deadline:
-                    fail(w, 'timeout')
-        return replies
-    finally:
-        for w in pool:
-            _release(w) if w not in busy else w.kill()
-
-
-def _worker_main():
-    """Loop of a worker process: read a request line, parse and compare, write a reply line."""
-    try:
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-    except (ImportError, ValueError, OSError):
-        pass
-    from nanorlvr.mathequal import equivalent
-    from nanorlvr.mathparse import ParseError, parse_answer
-    parse = functools.lru_cache(maxsize=4096)(parse_answer)
-    equivalent(parse('\\tan^2(x)+1'), parse('\\sec^2(x)'))  # sympy imports lazily: pay it before 'ready'
-    out = os.fdopen(os.dup(1), 'w')
-    sys.stdout = sys.stderr  # nothing a library prints can corrupt the replies
-    out.write('ready\n')
-    out.flush()
-    for line in sys.stdin:
-        try:
-            req, gold, err = json.loads(line), None, 'no answer found'
-            for c in req['gold']:
-                try:
-                    gold = parse(c)
-                    break
-                except ParseError as e:
-                    err = str(e)
-            reply = {'ok': False, 'bad_gold': True, 'why': f'gold answer does not parse: {err}'}
-            if gold is not None:
-                reply = {'ok': False, 'why': 'no parseable answer'}
-                for c in req['pred']:
-                    try:
-                        pred = parse(c)
-                    except ParseError:
-                        continue
-                    ok = equivalent(gold, pred)
-                    reply = {'ok': ok, 'why': 'equivalent' if ok else f'not equivalent: {c[:60]}'}
-                    break
-        except Exception as e:  # noqa: BLE001 -- any failure is a False reward with a reason
-            reply = {'ok': False, 'why': f'error: {type(e).__name__}: {str(e)[:100]}'}
-        out.write(json.dumps(reply) + '\n')
-        out.flush()
-
 # ----------------------------------------------------------------------------- public API
+
+
+def reward(texts, golds, truncated=None, timeout=1.0, workers=2):
+    """The reward of GRPO's rollouts and of every evaluation: True/False per (response text, gold) pair, in
+    order (see verify). truncated: a list of one bool per text, the responses that hit the token budget
+    without an end token; they score False whatever they say (no final answer was given)."""
+    ok = [ok for ok, _ in verify_batch_detailed(texts, golds, timeout, workers)]
+    if truncated is not None:
+        ok = [o and not t for o, t in zip(ok, truncated)]
+    return ok
 
 
 def _gold_error(i, gold, why):
@@ -412,18 +258,13 @@ def verify_batch_detailed(responses, golds, timeout=1.0, workers=2):
             results[i] = (fg == fp, 'equal numbers' if fg == fp else f'different numbers: {p[0][:60]}')
         else:
             jobs.append((i, {'gold': list(g), 'pred': p}))
-    for i, reply in _run_jobs(jobs, timeout, workers).items():
+    for i, reply in run_jobs(jobs, timeout, workers).items():
         if reply.get('bad_gold'):
             raise _gold_error(i if len(golds) > 1 else None, golds[i], reply['why'])
         if reply['why'].startswith(('timeout', 'worker', 'error')):
             log.warning('verifier item %d scored False: %s', i, reply['why'])
         results[i] = (reply['ok'], reply['why'])
     return results
-
-
-def verify_batch(responses, golds, timeout=1.0, workers=2):
-    """Rewards (True/False) for a batch of (response, gold) pairs, in order; see verify."""
-    return [ok for ok, _ in verify_batch_detailed(responses, golds, timeout, workers)]
 
 
 def verify(response, gold, timeout=1.0):

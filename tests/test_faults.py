@@ -20,10 +20,11 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr import rl
 from nanorlvr.common import UsageError, parse_config, run_main
 from nanorlvr.engine import Generation
-from nanorlvr.evaluate import evaluate, score
+from nanorlvr.evaluate import evaluate
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import ToyFormat
 from nanorlvr.tokenizer import toy_tokenizer
+from nanorlvr.verifier import reward
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200",
@@ -281,4 +282,5 @@ def test_a_truncated_but_matching_response_gets_reward_0(monkeypatch):
                                                                    torch.tensor([False, True])))
     roll = rl.rollout(None, ToyFormat(enc), [{"question": "4*4", "answer": "16"}], 2, n, 1.0, seed=0, workers=1)
     assert roll.rewards.tolist() == [1.0, 0.0]
-    assert score(roll.completions, ["16", "16"], ToyFormat(enc).decode)[0] == [True, True]  # the same texts, truncation unknown
+    texts = [ToyFormat(enc).decode(c) for c in roll.completions]
+    assert reward(texts, ["16", "16"]) == [True, True]  # the same texts, truncation unknown

@@ -12,7 +12,7 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr.analyses_tokens import replacement_sweep
-from nanorlvr.analyses_weights import make_evaluator
+from nanorlvr.evaluate import evaluator
 from nanorlvr.checkpoint import save_model
 from nanorlvr.lockstep import generate_lockstep
 from nanorlvr.model import GPT, GPTConfig
@@ -99,7 +99,7 @@ def test_replacement_ratio_is_the_sampled_passes_in_sample_and_analyze(tiny_run,
     prompts = [fmt.encode(p["question"]) for p in problems for _ in range(2)]
     sampled = generate_lockstep(base, rl, prompts, 16, "dlogp", 0.0, temperature=1.0, stop_ids=fmt.stop_ids,
                                 gate="dlogp", tau=-0.3, seed=1234 + 1)  # evaluate()'s avg@k pass
-    sweep = replacement_sweep(base, rl, make_evaluator(fmt, problems, k=2, max_new_tokens=16), {"dlogp": [-0.3]},
+    sweep = replacement_sweep(base, rl, evaluator(fmt, problems, k=2, max_new_tokens=16), {"dlogp": [-0.3]},
                               16, fmt.stop_ids)
     assert sweep["dlogp"][0]["ratio"] == sampled.replacement_ratio
     out = run_main(capsys, monkeypatch, "--extrapolate=dlogp", f"--base={tiny_run / 'base'}",

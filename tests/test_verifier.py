@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nanorlvr import mathequal, mathparse
-from nanorlvr.verifier import check_gold, extract_answer, verify, verify_batch, verify_batch_detailed
+from nanorlvr.verifier import check_gold, extract_answer, reward, verify, verify_batch_detailed
 
 SLOW = (r'\boxed{(x^2-1)^{1000}}', r'(x-1)^{1000}(x+1)^{1000}')  # equal, but expanding takes seconds
 SLACK = 1.5  # seconds on top of a timeout: process kill and a busy shared 2-core machine
@@ -161,9 +161,14 @@ def test_check_gold_accepts_usual_golds():
         assert check_gold(gold) is None
 
 
+def test_reward_scores_a_truncated_response_0_whatever_it_says():
+    assert reward(['#### 16', '#### 16', '#### 15'], ['16'] * 3, truncated=[False, True, False]) == [True, False, False]
+    assert reward(['#### 16', '#### 16'], ['16'] * 2) == [True, True]  # truncation unknown
+
+
 def test_batch_names_the_item_with_a_bad_gold():
     with pytest.raises(ValueError, match='item 1'):
-        verify_batch(['1', '2'], ['1', r'\boxed{\oops}'])
+        reward(['1', '2'], ['1', r'\boxed{\oops}'])
 
 
 # ---------------------------------------------------------------- safety
@@ -265,7 +270,7 @@ def test_batch_keeps_order_kills_a_hung_item_and_logs_why(caplog):
         detailed = verify_batch_detailed(responses, golds, timeout=0.3, workers=2)
     assert [ok for ok, _ in detailed] == [True, False, True, True, False, True]
     assert detailed[1][1] == 'timeout' and 'timeout' in caplog.text
-    assert verify_batch(responses[2:], golds[2:]) == [True, True, False, True]
+    assert reward(responses[2:], golds[2:]) == [True, True, False, True]
 
 
 # ---------------------------------------------------------------- properties
