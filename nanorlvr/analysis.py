@@ -15,6 +15,14 @@ import torch.nn.functional as F
 # Paper 1: token-level metrics and the replacement gate
 
 
+# Paper 1 (Direction of RLVR updates), the direction of a token: dlogp(y) = log pi_RL(y) - log pi_base(y)
+def dlogp(logp_base, logp_rl, tokens):
+    """Δlog p of the tokens (...) from the two models' (..., V) log-probs: the one place it is computed
+    (token_metrics; kernels.token_dlogp_torch, the reference of the fused kernel behind lock-step's gate)."""
+    idx = tokens.unsqueeze(-1)
+    return (logp_rl.gather(-1, idx) - logp_base.gather(-1, idx)).squeeze(-1)
+
+
 # Paper 1 (Direction of RLVR updates), token metrics: dlogp_t, KL_t = sum_y pi_RL (log pi_RL - log pi_base), entropy H_t
 def token_metrics(logits_base, logits_rl, tokens):
     """Per-position metrics of the token y_t actually in the sequence, from the two models' logits.
@@ -25,9 +33,8 @@ def token_metrics(logits_base, logits_rl, tokens):
     lp_b = F.log_softmax(logits_base.float(), dim=-1)
     lp_r = F.log_softmax(logits_rl.float(), dim=-1)
     p_b, p_r = lp_b.exp(), lp_r.exp()
-    idx = tokens.unsqueeze(-1)
     return {
-        "dlogp": (lp_r.gather(-1, idx) - lp_b.gather(-1, idx)).squeeze(-1),
+        "dlogp": dlogp(lp_b, lp_r, tokens),
         "kl": (p_r * (lp_r - lp_b)).sum(-1),
         "entropy_base": -(p_b * lp_b).sum(-1),
         "entropy_rl": -(p_r * lp_r).sum(-1),

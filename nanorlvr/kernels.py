@@ -34,6 +34,8 @@ interpreter (TRITON_INTERPRET=1, set by tests/conftest.py before Triton is impor
 
 import torch
 
+from nanorlvr.analysis import dlogp
+
 try:
     import triton
     import triton.language as tl
@@ -90,10 +92,7 @@ def mix_sample_torch(a, b, mode, coef, temperature=1.0, seed=None, generator=Non
 
 
 def token_dlogp_torch(a, b, tokens):
-    y = tokens.view(-1, 1)
-    lpa = a.float().log_softmax(-1).gather(1, y)
-    lpb = b.float().log_softmax(-1).gather(1, y)
-    return (lpb - lpa).squeeze(1)
+    return dlogp(a.float().log_softmax(-1), b.float().log_softmax(-1), tokens.view(-1))
 
 
 def _one_hot_logprobs(idx, V):

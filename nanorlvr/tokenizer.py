@@ -9,9 +9,14 @@ one token and any text round-trips), plus the special tokens of the prompt forma
 `load_tokenizer(path)` builds an encoding from a Hugging Face `tokenizer.json` (byte-level BPE: GPT-2,
 Qwen2/3, Llama 3, SmolLM2) for real checkpoints; their chat templates are in prompts.py.
 """
+import json
+from pathlib import Path
+
+import regex  # tiktoken's own dependency: its regexes, run in Python for the rare text that needs it
 import tiktoken
 
 EOT, USER, ASSISTANT, PAD = "<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>"
+# no format uses PAD: it stays so that existing toy checkpoints (vocabulary 260) keep their shape
 TOY_SPECIALS = (EOT, USER, ASSISTANT, PAD)
 
 
@@ -30,11 +35,6 @@ def encode_prompt(enc: tiktoken.Encoding, question: str) -> list[int]:
 
 # -----------------------------------------------------------------------------
 # Hugging Face byte-level BPE tokenizers (GPT-2, Qwen2/3, Llama 3) as tiktoken encodings
-
-import json
-from pathlib import Path
-
-import regex  # tiktoken's own dependency: its regexes, run in Python for the rare text that needs it
 
 # the pre-tokenisation regex of tokenizers' ByteLevel(use_regex=True), i.e. GPT-2's
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
