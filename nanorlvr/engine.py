@@ -9,8 +9,9 @@ positions; a key mask hides the rest); every `check_every` tokens the host looks
 j-th token is drawn with its own pre-drawn uniform u[i, j] (inverse CDF), so a row's tokens depend only on
 its own logits: sharing, refilling and the check interval give the tokens of one row decoded alone. For
 every token it returns the log-prob under the distribution it was sampled from (after temperature /
-top-k / top-p), which GRPO uses as the old policy. static=True is the fixed-batch loop for CUDA graphs.
-(scoring.py recomputes log-probs of given completions with one teacher-forced forward.)
+top-k / top-p), which GRPO uses as the old policy. static=True is the fixed-batch loop (decode_fixed) for
+CUDA graphs; the same loop decodes two models in lock-step (lockstep.py: only how the next token is picked
+lives there). scoring.py recomputes log-probs of given completions with one teacher-forced forward.
 """
 from dataclasses import dataclass
 
@@ -25,10 +26,16 @@ class Generation:
     logprobs: torch.Tensor   # (N, max_new_tokens) log-prob of each sampled token (0 past `lengths`)
     lengths: torch.Tensor    # (N,) tokens generated, the stop token included
     truncated: torch.Tensor  # (N,) bool: hit its max_new_tokens without stopping
+    fired: torch.Tensor | None = None  # (N, max_new_tokens) bool, lock-step decoding: the token came from the mix
 
     @property
     def tokens(self) -> list[list[int]]:
         return [row[:n].tolist() for row, n in zip(self.ids, self.lengths.tolist())]
+
+    @property
+    def replacement_ratio(self) -> float:
+        """Lock-step decoding: the fraction of generated positions whose token came from the mix."""
+        return self.fired.sum().item() / max(1, self.lengths.sum().item())
 
 
 def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=None):
@@ -36,11 +43,11 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=N
     distribution). temperature 0 is greedy (log-prob 0: the sampling distribution is a point mass).
     u (B,): the rows' uniforms in [0, 1) (default: drawn from `generator`); the token is the first whose
     cumulative probability exceeds u, so a row's draw depends on its own logits and uniform only."""
-    logits = logits.float()
+    logits = logits.float()  # bf16 probabilities are too coarse to sample from
     if temperature == 0:
         return logits.argmax(-1), torch.zeros(logits.size(0), device=logits.device)
     logits = logits / temperature
-    if top_k and top_k < logits.size(-1):
+    if top_k and top_k < logits.size(-1):  # only the k largest logits stay
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
@@ -48,7 +55,7 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=N
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs > top_p  # tokens entirely past the nucleus (the first always stays)
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    logp = logits.log_softmax(-1)
+    logp = logits.log_softmax(-1)  # of the distribution actually sampled from: GRPO's old policy
     if u is None:
         u = torch.rand(logits.size(0), device=logits.device, generator=generator)
     cdf = logp.exp().cumsum(-1)
@@ -60,6 +67,8 @@ def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None, u=N
 def prefill_inputs(prompts, max_new_tokens, device):
     """Left-padded prompt batch (the static loop's and lockstep's layout): (idx, pos, mask or None, valid,
     prompt lens). valid[b, j]: cache slot j holds a real token of row b; mask is None when no row is padded."""
+    # left padding puts every prompt's last token in the last column: one logits row per prompt, and decoded
+    # tokens go to the same cache slot in every row
     B, P = len(prompts), max(len(p) for p in prompts)
     plen = torch.tensor([len(p) for p in prompts], device=device)
     pad = P - plen
@@ -70,22 +79,8 @@ def prefill_inputs(prompts, max_new_tokens, device):
     causal = torch.tril(torch.ones(P, P, dtype=torch.bool, device=device))
     eye = torch.eye(P, dtype=torch.bool, device=device)  # pads attend to themselves: no all-masked rows
     mask = (valid[:, None, None, :P] & causal) | eye if bool(pad.any()) else None
-    pos = (torch.arange(P, device=device)[None, :] - pad[:, None]).clamp(min=0)
+    pos = (torch.arange(P, device=device)[None, :] - pad[:, None]).clamp(min=0)  # each prompt starts at position 0
     return idx, pos, mask, valid, plen
-
-
-def retire_stopped(stopped, t, last, lengths, truncated, caches, rows, *running):
-    """lockstep's bookkeeping after decoding step t: rows that stopped get length t + 1 and are not
-    truncated; unless this was the last step, they leave the KV caches and the per-row tensors (`rows` =
-    original indices, then `running`). Returns (rows, *running) of the rows still decoding."""
-    lengths[rows[stopped]] = t + 1
-    truncated[rows[stopped]] = False
-    if last or not bool(stopped.any()):
-        return (rows, *running)
-    keep = (~stopped).nonzero().squeeze(-1)
-    for cache in caches:
-        cache.keep_rows(keep)
-    return (rows[keep], *(x[keep] for x in running))
 
 
 def distinct_prompts(prompts, share=True):
@@ -110,6 +105,7 @@ def prefill_rows(model, prompts, share=True):
         idx[i, :len(p)] = torch.tensor(p)
     cache = KVCache(model.config, len(uniq), P, device, next(model.parameters()).dtype)
     hidden = model(idx.to(device), cache=cache, head=False)
+    # lm_head on each prompt's last token only: (rows, vocab) logits, not (rows, P, vocab)
     last = torch.tensor([len(p) - 1 for p in uniq], device=device)
     logits = model.lm_head(hidden[torch.arange(len(uniq), device=device), last])
     if len(uniq) == len(prompts):  # nothing shared: inv is the identity, no copy
@@ -128,7 +124,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     seed / generator: reproducible sampling. batch_size: rows decoded at once (the others wait for a
     finished row's slot; static: chunks). share_prefix: prefill each distinct prompt once.
     check_every: tokens between the host's looks at which rows stopped (every token with stop_strings).
-    static: decode with a fixed batch and a full-length masked cache (decode_static), as one CUDA graph
+    static: decode with a fixed batch and a full-length masked cache (decode_fixed), as one CUDA graph
     replayed per token on a GPU: far fewer kernel launches, the same tokens."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs a non-empty list of non-empty prompts")
@@ -150,10 +146,8 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     sample = lambda logits, uu: sample_next(logits, temperature, top_k, top_p, u=uu)  # noqa: E731
     stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     if static:
-        n = batch_size or len(prompts)
-        parts = [decode_static(model, prompts[i:i + n], u[i:i + n], sample, max_new_tokens, stop_t, share_prefix, check_every)
-                 for i in range(0, len(prompts), n)]
-        return Generation(*(torch.cat([getattr(p, f) for p in parts]) for f in ("ids", "logprobs", "lengths", "truncated")))
+        next_token = lambda logits, uu: (*sample(logits[0], uu), None)  # noqa: E731  (one model, nothing fired)
+        return decode_fixed([model], prompts, u, next_token, stop_t, batch_size, share_prefix, check_every, static=True)
     return decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode,
                         batch_size or len(prompts), share_prefix, check_every)
 
@@ -272,37 +266,80 @@ class StaticStep:
         return self.out
 
 
-def decode_static(model, prompts, u, sample, max_new_tokens, stop_t, share_prefix, check_every):
-    """generate's fixed-batch loop: left-padded prompts (each distinct one prefilled once, its KV rows then
-    copied), every row runs every step (a finished row decodes padding that is never read), slot j of the
-    cache is visible once written, and the step is a StaticStep, as a CUDA graph on a GPU. Returns the
-    Generation that the eager loop would."""
-    device = u.device
+def decode_fixed(models, prompts, u, next_token, stop_t, batch_size=None, share_prefix=True, check_every=8,
+                 static=True):
+    """The fixed-batch loop of generate(static=True) and of lock-step decoding (lockstep.py), for one model or
+    several reading the same tokens, each with its own KV cache. Left-padded prompts (each distinct one
+    prefilled once, its KV rows then copied to its samples); next_token(logits of each model, uniforms) ->
+    (tokens, their log-probs, fired or None) picks every row's token. Rows go batch_size at a time.
+    static: every row runs every step (a finished row decodes padding that is never read), slot j of the
+    cache is visible once written, and the step is a StaticStep, a CUDA graph on a GPU; the host looks for
+    finished rows every check_every tokens. Otherwise rows that stop leave the batch and every cache at
+    once (the gates of lockstep.py draw from a generator per running row). Returns the Generation that the
+    eager loop would, with `fired` (N, max_new_tokens) when next_token gives it."""
+    n = batch_size or len(prompts)
+    parts = [_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix, check_every, static)
+             for i in range(0, len(prompts), n)]
+    cat = lambda f: None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])  # noqa: E731
+    return Generation(*(cat(f) for f in ("ids", "logprobs", "lengths", "truncated", "fired")))
+
+
+def _decode_chunk(models, prompts, u, next_token, stop_t, share_prefix, check_every, static):
+    device, max_new_tokens = u.device, u.size(1)
     uniq, inv = distinct_prompts(prompts, share_prefix)
     idx, pos, mask, valid, plen = prefill_inputs(uniq, max_new_tokens, device)
-    cache = KVCache(model.config, len(uniq), valid.size(1), device, next(model.parameters()).dtype)
-    logits = model(idx, pos=pos, attn_mask=mask, cache=cache, last_only=True)[:, -1]
     inv = inv.to(device)
-    cache.k, cache.v = cache.k[:, inv], cache.v[:, inv]  # the samples of a prompt start from its KV rows
-    logits, valid, plen = logits[inv], valid[inv], plen[inv]
+    caches, logits = [], []
+    for model in models:  # each model prefills the distinct prompts into its own cache
+        cache = KVCache(model.config, len(uniq), valid.size(1), device, next(model.parameters()).dtype)
+        logits.append(model(idx, pos=pos, attn_mask=mask, cache=cache, last_only=True)[:, -1][inv])
+        if len(uniq) < len(prompts):  # the samples of a prompt start from its KV rows
+            cache.k, cache.v = cache.k[:, inv], cache.v[:, inv]
+        caches.append(cache)
+    valid, next_pos = valid[inv], plen[inv]
     B, L = len(prompts), valid.size(1)
     out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
     out_lp = torch.zeros(B, max_new_tokens, device=device)
+    out_fired = None  # (B, max_new_tokens) bool once next_token says which tokens fired
     lengths = torch.full((B,), max_new_tokens, device=device)
-    alive = torch.ones(B, dtype=torch.bool, device=device)
-    step = StaticStep(model, cache, graph=device.type == "cuda")
-    pos, slots = plen.clone(), torch.arange(L, device=device)
+    truncated = torch.ones(B, dtype=torch.bool, device=device)
+    rows = torch.arange(B, device=device)  # the original index of each row in the batch
+    alive = torch.ones(B, dtype=torch.bool, device=device)  # per row in the batch: not stopped yet
+    steps = [StaticStep(m, c, graph=device.type == "cuda") for m, c in zip(models, caches)] if static else None
+    slots = torch.arange(L, device=device)
     for t in range(max_new_tokens):
-        tok, lp = sample(logits, u[:, t])
-        tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)
-        out_ids[:, t], out_lp[:, t] = tok, lp
+        tok, lp, fired = next_token(logits, u[rows, t])
+        tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)  # a stopped row writes padding
+        out_ids[rows, t], out_lp[rows, t] = tok, lp
+        if fired is not None:
+            if out_fired is None:
+                out_fired = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)
+            out_fired[rows, t] = fired
         stopped = alive & torch.isin(tok, stop_t)
-        lengths = torch.where(stopped, t + 1, lengths)
+        lengths[rows] = torch.where(stopped, t + 1, lengths[rows])
+        truncated[rows] &= ~stopped
         alive &= ~stopped
-        if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and not bool(alive.any())):  # a host sync every check_every tokens
+        if t == max_new_tokens - 1:
             break
-        logits = step(tok, pos, (valid & (slots <= cache.len))[:, None, None, :])
-        cache.len += 1
-        pos += 1
-    cache.write_pos = None
-    return Generation(out_ids, out_lp, lengths, alive)
+        if static:  # a host sync every check_every tokens only
+            if (t + 1) % check_every == 0 and not bool(alive.any()):
+                break
+            step_mask = (valid & (slots <= caches[0].len))[:, None, None, :]
+            logits = [step(tok, next_pos, step_mask) for step in steps]
+            for cache in caches:
+                cache.len += 1
+        else:  # the rows that stopped leave the batch and the caches
+            if bool(stopped.any()):
+                keep = alive.nonzero().squeeze(-1)
+                if len(keep) == 0:
+                    break
+                for cache in caches:
+                    cache.keep_rows(keep)
+                rows, tok, valid, next_pos, alive = rows[keep], tok[keep], valid[keep], next_pos[keep], alive[keep]
+            step_mask = valid[:, None, None, :caches[0].len + 1] if mask is not None else None  # no pads: no mask
+            logits = [m(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=c)[:, -1]
+                      for m, c in zip(models, caches)]
+        next_pos += 1
+    for cache in caches:
+        cache.write_pos = None
+    return Generation(out_ids, out_lp, lengths, truncated, out_fired)

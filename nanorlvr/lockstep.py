@@ -12,32 +12,20 @@ The mixing itself lives in kernels.py (fused Triton on CUDA, torch elsewhere). T
   proposes y from its own distribution; where the gate fires at that position the token is re-sampled
   from the mix (gamma = 0 in mode "dlogp": from model b alone, "replace-only"), elsewhere y is kept.
 
-Batching follows engine.generate's static layout: left-padded prompts with per-row positions and a key
-mask (pads attend to themselves); rows that stop leave the batch and both caches at once. On CPU a mixed token is drawn with
-engine.sample_next from the mixed log-probs with engine.generate's per-(row, token) uniforms, so coef 0
-reproduces engine.generate of model a exactly for a given seed; on CUDA with top_p = 1 it is drawn by the
-fused Gumbel-max kernel instead.
+The decoding loop is the engine's (engine.decode_fixed, the one of generate(static=True), here with two
+models): left-padded prompts with per-row positions and a key mask (pads attend to themselves); rows that
+stop leave the batch and both caches at once. This file only says how the next token is picked. On CPU a
+mixed token is drawn with engine.sample_next from the mixed log-probs with engine.generate's per-(row,
+token) uniforms, so coef 0 reproduces engine.generate of model a exactly for a given seed; on CUDA with
+top_p = 1 it is drawn by the fused Gumbel-max kernel instead.
 """
-from dataclasses import dataclass
-
 import torch
 
 from nanorlvr.analysis import replacement_gate, token_metrics
-from nanorlvr.engine import Generation, prefill_inputs, retire_stopped, sample_next
+from nanorlvr.engine import Generation, decode_fixed, sample_next
 from nanorlvr.kernels import mix_logprobs, mix_sample, token_dlogp
-from nanorlvr.model import KVCache
 
 GATES = ("dlogp", "kl", "entropy", "random")
-
-
-@dataclass
-class LockstepGeneration(Generation):
-    fired: torch.Tensor      # (N, max_new_tokens) bool: the token came from the mix (always, when dense)
-
-    @property
-    def replacement_ratio(self) -> float:
-        """Fraction of generated positions whose token came from the mix (the gate fired)."""
-        return self.fired.sum().item() / max(1, self.lengths.sum().item())
 
 
 def mix_next(a, b, mode, coef, temperature=1.0, top_p=1.0, generator=None, u=None):
@@ -76,10 +64,11 @@ def replace_next(a, b, mode, coef, gate, tau, temperature=1.0, top_p=1.0, genera
 @torch.no_grad()
 def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", coef=1.0, *, temperature=1.0,
                       top_p=1.0, stop_ids=(), gate=None, tau=None, seed=None, generator=None,
-                      batch_size=None, u=None) -> LockstepGeneration:
+                      batch_size=None) -> Generation:
     """Decode `prompts` (lists of token ids) with models a and b in lock-step, drawing tokens from the mix
     of their logits (mode "logits": coef = alpha; "dlogp": coef = gamma). gate=None: every position from
-    the mix; gate in GATES: model a leads and the gate (threshold tau) decides where the mix replaces it."""
+    the mix; gate in GATES: model a leads and the gate (threshold tau) decides where the mix replaces it.
+    Returns an engine.Generation whose `fired` says which tokens came from the mix."""
     if mode not in ("logits", "dlogp"):
         raise ValueError(f"unknown mode {mode!r}: expected 'logits' or 'dlogp'")
     if gate is not None and (gate not in GATES or tau is None):
@@ -89,50 +78,25 @@ def generate_lockstep(model_a, model_b, prompts, max_new_tokens, mode="logits", 
     ca, cb = model_a.config, model_b.config
     if ca.vocab_size != cb.vocab_size:
         raise ValueError(f"the two models' vocabularies differ: {ca.vocab_size} vs {cb.vocab_size}")
+    P = max(len(p) for p in prompts)
+    if P + max_new_tokens > min(ca.max_seq_len, cb.max_seq_len):
+        raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len")
     device = next(model_a.parameters()).device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    if u is None:  # one uniform per (row, token), as engine.generate draws them
-        u = torch.rand(len(prompts), max_new_tokens, device=device, generator=generator)
-    if batch_size and len(prompts) > batch_size:
-        parts = [generate_lockstep(model_a, model_b, prompts[i:i + batch_size], max_new_tokens, mode, coef,
-                                   temperature=temperature, top_p=top_p, stop_ids=stop_ids, gate=gate, tau=tau,
-                                   generator=generator, u=u[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
-        fields = ("ids", "logprobs", "lengths", "truncated", "fired")
-        return LockstepGeneration(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+    # one uniform per (row, token), as engine.generate draws them
+    u = torch.rand(len(prompts), max_new_tokens, device=device, generator=generator)
 
-    B, P = len(prompts), max(len(p) for p in prompts)
-    if P + max_new_tokens > min(ca.max_seq_len, cb.max_seq_len):
-        raise ValueError(f"prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len")
-    idx, pos, mask, valid, plen = prefill_inputs(prompts, max_new_tokens, device)
-    caches = [KVCache(m.config, B, P + max_new_tokens, device, next(m.parameters()).dtype) for m in (model_a, model_b)]
-    la, lb = (m(idx, pos=pos, attn_mask=mask, cache=c, last_only=True)[:, -1] for m, c in zip((model_a, model_b), caches))
-
-    out_ids = torch.zeros(B, max_new_tokens, dtype=torch.long, device=device)
-    out_lp = torch.zeros(B, max_new_tokens, device=device)
-    out_fired = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)
-    lengths = torch.full((B,), max_new_tokens, device=device)
-    truncated = torch.ones(B, dtype=torch.bool, device=device)
-    stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
-    rows = torch.arange(B, device=device)  # original index of each row still running
-    next_pos = plen.clone()
-    for t in range(max_new_tokens):
+    def next_token(logits, uu):  # the (tokens, log-probs, fired) of the running rows
+        la, lb = logits
         if gate is None:
-            tok, lp = mix_next(la, lb, mode, coef, temperature, top_p, generator, u[rows, t])
-            fired = torch.ones_like(tok, dtype=torch.bool)
-        else:
-            tok, lp, fired = replace_next(la, lb, mode, coef, gate, tau, temperature, top_p, generator, u[rows, t])
-        out_ids[rows, t], out_lp[rows, t], out_fired[rows, t] = tok, lp, fired
-        stopped = torch.isin(tok, stop_t)
-        last = t == max_new_tokens - 1
-        rows, tok, valid, next_pos = retire_stopped(stopped, t, last, lengths, truncated, caches, rows, tok, valid, next_pos)
-        if last or len(rows) == 0:
-            break
-        step_mask = valid[:, None, None, :caches[0].len + 1] if mask is not None else None
-        la, lb = (m(tok[:, None], pos=next_pos[:, None], attn_mask=step_mask, cache=c)[:, -1]
-                  for m, c in zip((model_a, model_b), caches))
-        next_pos += 1
-    return LockstepGeneration(out_ids, out_lp, lengths, truncated, out_fired)
+            tok, lp = mix_next(la, lb, mode, coef, temperature, top_p, generator, uu)
+            return tok, lp, torch.ones_like(tok, dtype=torch.bool)
+        return replace_next(la, lb, mode, coef, gate, tau, temperature, top_p, generator, uu)
+    stop_t = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    # rows leave the batch when they stop (static=False): the gates draw from `generator` for running rows only
+    return decode_fixed([model_a, model_b], prompts, u, next_token, stop_t, batch_size, share_prefix=False,
+                        static=False)
 
 
 def lockstep_generate_fn(model_a, model_b, mode, coef, *, max_new_tokens, stop_ids=(), top_p=1.0, gate=None,

@@ -59,12 +59,13 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         dtype = x.dtype
-        x = x.float()
+        x = x.float()  # the mean of squares in fp32: in bf16 it is too coarse (Hugging Face does the same)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
 
 
 def make_norm(cfg, dim):
+    # GPT-2 centres and has a bias (LayerNorm); Llama/Qwen only rescale (RMSNorm, cheaper, as good)
     return nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.arch == "gpt2" else RMSNorm(dim, cfg.norm_eps)
 
 
@@ -95,7 +96,11 @@ def apply_rope(x, cos, sin):
 
 
 class KVCache:
-    """Pre-allocated keys/values for all layers: (n_layer, B, n_kv_head, max_len, head_dim)."""
+    """Pre-allocated keys/values for all layers: (n_layer, B, n_kv_head, max_len, head_dim). Allocated once
+    for the whole generation, so decoding a token writes one slot instead of concatenating (a copy of the
+    whole cache per token). Three ways to write, one per decode loop of engine.py: the next slot of every
+    row (plain), a slot given as a tensor (static: a CUDA graph cannot read a Python int), and each row's
+    own slot (eager: rows of different lengths share the batch)."""
 
     def __init__(self, cfg, batch_size, max_len, device, dtype):
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
@@ -145,16 +150,18 @@ class Attention(nn.Module):
     def forward(self, x, rope, attn_mask, cache, layer):
         B, T, _ = x.shape
         cfg = self.cfg
+        # project to heads; fewer key/value heads than query heads (grouped-query attention) shrink the KV cache
         q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim)
         k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
         v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
-        if cfg.qk_norm:
+        if cfg.qk_norm:  # Qwen3 normalises each head's q and k, before RoPE
             q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
+        if rope is not None:  # positions enter as rotations of q and k, so scores depend on distances only
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
-        if cache is not None:
+        if cache is not None:  # decoding: this step's keys/values join the cached ones, attended to as a whole
             k, v = cache.update(layer, k, v)
+        # no mask: plain causal over T > 1 tokens (training, prefill), or a single new token that sees it all
         causal = attn_mask is None and T > 1
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
                                            enable_gqa=cfg.n_kv_head != cfg.n_head)
@@ -171,6 +178,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.n_embd, bias=self.gpt2)
 
     def forward(self, x):
+        # GPT-2: GELU with the tanh approximation it was trained with; Llama/Qwen: SwiGLU (a gated MLP)
         if self.gpt2:
             return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -185,6 +193,7 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x, rope, attn_mask, cache, layer):
+        # pre-norm: each sublayer reads a normalised copy and adds to the residual stream (stable when deep)
         x = x + self.self_attn(self.input_layernorm(x), rope, attn_mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -194,6 +203,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.grad_ckpt = False  # recompute each block in the backward (torch.utils.checkpoint) to save memory
+        # Hugging Face's module names (model.embed_tokens, model.layers.N...): hf.py maps weights one to one
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         if cfg.arch == "gpt2":
@@ -201,9 +211,9 @@ class GPT(nn.Module):
         self.model.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.model.norm = make_norm(cfg, cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
+        if cfg.tie_embeddings:  # the output head is the input embedding (GPT-2, small Qwen models): fewer weights
             self.lm_head.weight = self.model.embed_tokens.weight
-        if cfg.arch == "llama":
+        if cfg.arch == "llama":  # a buffer: it follows .to(device), but is no weight (not in checkpoints)
             self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # scaled init of the residual projections (GPT-2)
@@ -227,6 +237,7 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def rope(self, pos, dtype):
+        # angles from each row's own positions (B, T): left-padded and per-row decoding need no shared offset
         freqs = pos.float()[..., None] * self.inv_freq  # (B, T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
         return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -237,17 +248,21 @@ class GPT(nn.Module):
         Returns logits (B, T, vocab), or (B, 1, vocab) of the last position with last_only; with head=False
         the final hidden states (B, T, n_embd) instead, for a caller that applies lm_head to fewer positions."""
         B, T = idx.shape
+        # positions continue after what the cache holds; a multi-token step after it needs a mask saying what it sees
         if pos is None:
             start = cache.len if cache is not None else 0
             pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
         if attn_mask is None and cache is not None and cache.len > 0 and T > 1:
             raise ValueError("a multi-token forward after a non-empty cache needs an explicit attn_mask")
+        # GPT-2 adds learned position embeddings to the tokens; Llama/Qwen rotate q and k in every layer instead
         x = self.model.embed_tokens(idx)
         rope = None
         if self.config.arch == "gpt2":
             x = x + self.model.embed_positions(pos)
         else:
             rope = self.rope(pos, x.dtype)
+        # checkpointing trades a second forward per block in the backward for not storing its activations;
+        # only training forwards have a backward (a cache means decoding)
         ckpt = self.grad_ckpt and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.model.layers):
             if ckpt:
