@@ -21,16 +21,9 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import UsageError, log, opt, parse_config, pick_device, run_main, write_json
+from nanorlvr.common import UsageError, floats, log, opt, parse_config, pick_device, run_main, write_json
 from nanorlvr.lockstep import GATES
 from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_for
-
-
-def floats(s, flag):
-    try:
-        return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{flag}: expected comma-separated numbers, not {s!r}") from None
 
 
 def ints(s, flag):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import UsageError, log, opt, parse_config, pick_device, run_main, write_json
+from nanorlvr.common import UsageError, floats, log, opt, parse_config, pick_device, run_main, write_json
 from nanorlvr.engine import generate
 from nanorlvr.evaluate import evaluator
 from nanorlvr.lockstep import GATES, generate_lockstep, lockstep_generate_fn, replacement_ratio
@@ -87,13 +87,6 @@ class SampleConfig:
             raise UsageError(f"--top_p must be in (0, 1], not {self.top_p}")
         for flag in ("alpha_sweep", "gamma_sweep", "tau_sweep"):
             floats(getattr(self, flag), f"--{flag}")
-
-
-def floats(s, flag="a sweep"):
-    try:
-        return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{flag}: expected comma-separated numbers, not {s!r}") from None
 
 
 def settings(cfg):

@@ -44,6 +44,14 @@ def parse_bool(s: str) -> bool:
     return v in ("1", "true", "yes", "on")
 
 
+def floats(s, flag="a sweep"):
+    """A comma-separated list of numbers (sample.py's and analyze.py's sweeps); UsageError naming the flag."""
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: expected comma-separated numbers, not {s!r}") from None
+
+
 def opt(default, help):
     """A dataclass field with a default and the help string of its --flag."""
     return dataclasses.field(default=default, metadata={"help": help})
