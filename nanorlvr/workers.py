@@ -58,6 +58,7 @@ class _Worker:
         self.proc.wait()
 
 
+# idle workers kept warm between calls: starting one costs about a second (importing sympy)
 _lock, _idle = threading.Lock(), []
 
 

@@ -94,8 +94,7 @@ def test_sft_then_grpo_from_a_hf_checkpoint(qwen_dir, tmp_path, monkeypatch, dev
                          "--micro_batch=1", "--sft_lr=1e-3"])
     assert (tmp_path / "base/tokenizer.json").is_file()
     # a random model earns no reward: score the rollouts 1, 0, 1, 0, ... so that the update runs
-    monkeypatch.setattr(rl, "score", lambda toks, golds, decode, *_, **__: ([i % 2 == 0 for i in range(len(toks))],
-                                                                            [decode(t) for t in toks]))
+    monkeypatch.setattr(rl, "reward", lambda texts, golds, *_, **__: [i % 2 == 0 for i in range(len(texts))])
     train.main(common + [f"--init_from={tmp_path}/base", "--stage=grpo", "--steps=1", "--prompts_per_step=2",
                          "--group_size=4", "--micro_batch=3", "--grad_ckpt=true", "--lr=1e-3", "--mask_truncated=false"])
     step1 = tmp_path / "out/grpo/step_000001"
