@@ -35,7 +35,7 @@ from nanorlvr.grpo import GRPOConfig
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
-from nanorlvr.rl import grpo_update, micro_batches, packed_rows, rollout
+from nanorlvr.rl import grpo_update, informative_rollout, micro_batches, packed_rows, rollout
 from nanorlvr.scoring import completion_logprobs, pack
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
@@ -77,7 +77,7 @@ class TrainConfig:
     n_train: int = opt(8000, "toy task: training problems")
     n_test: int = opt(1000, "toy task: held-out problems written (evaluation uses the first n_eval)")
     n_eval: int = opt(500, "held-out problems for evaluation (the same ones before and after)")
-    eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature")
+    eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature (0: greedy only)")
     eval_temperature: float = opt(1.0, "temperature of the avg@k samples")
     eval_every: int = opt(0, "evaluate every this many GRPO steps (0: only at the start and end)")
     # model (toy, trained from scratch)
@@ -109,7 +109,11 @@ class TrainConfig:
     loss_agg: str = opt("token-mean", "token-mean | seq-mean-token-mean | seq-sum-constant (Dr. GRPO)")
     scale_std: bool = opt(True, "divide advantages by the group std (False: Dr. GRPO)")
     kl_coef: float = opt(0.0, "KL(pi || base) coefficient, k3 estimator (0: no reference model)")
-    dynamic_sampling: bool = opt(False, "drop groups whose rewards are all equal")
+    dynamic_sampling: bool = opt(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and "
+                                        "sample more prompts until P groups remain (or --sample_rounds)")
+    sample_rounds: int = opt(4, "with --dynamic_sampling: at most this many rollouts of P prompts per step")
+    overlong_buffer: int = opt(0, "L > 0: DAPO's soft overlong penalty, 0 to -1 over the budget's last L "
+                                  "tokens, added to the reward")
     # A sample that hits --max_new_tokens without its end token gave no final answer: it scores 0, in the
     # reward and in every evaluation (verifier.reward), whatever its last number; the share truncated is
     # logged beside every accuracy. --mask_truncated decides only whether such rows also get a loss.
@@ -144,16 +148,17 @@ class TrainConfig:
         need(self.device != "mps" or torch.backends.mps.is_available(), "device", "no MPS device here")
         for name, v in vars(self).items():  # nan and inf pass float(); no flag means them
             need(not isinstance(v, float) or math.isfinite(v), name, "must be a finite number")
-        for name in ("n_ops", "max_num", "n_train", "n_eval", "eval_k", "n_layer", "n_embd", "n_head",
+        for name in ("n_ops", "max_num", "n_train", "n_eval", "n_layer", "n_embd", "n_head",
                      "sft_steps", "sft_batch", "steps", "prompts_per_step", "max_new_tokens", "mu",
-                     "n_minibatches", "save_every", "verify_workers"):
+                     "n_minibatches", "save_every", "verify_workers", "sample_rounds"):
             need(getattr(self, name) >= 1, name, "must be a positive integer")
-        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup",
-                     "sft_warmup"):
+        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup", "eval_k",
+                     "sft_warmup", "overlong_buffer"):
             need(getattr(self, name) >= 0, name, "must be >= 0 (0: see --help)")
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
         need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
+        need(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer", "must be at most --max_new_tokens")
         # the toy's head width: even, as rotary embeddings turn pairs of dimensions
         hd = self.n_embd // self.n_head
         need(hd >= 2 and hd % 2 == 0, "n_head",
@@ -207,9 +212,11 @@ def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
 
 def eval_line(name, r, k):
     """Accuracies, each beside the share of its responses truncated (which score 0)."""
-    return (f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f}, truncated "
-            f"{r['greedy_truncated']:.3f})  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} "
-            f"(truncated {r['truncated']:.3f})")
+    line = f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f}, truncated " \
+           f"{r['greedy_truncated']:.3f})"
+    if k:
+        line += f"  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} (truncated {r['truncated']:.3f})"
+    return line
 
 
 def eval_settings(cfg, test):
@@ -330,7 +337,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
         # (one without a truncated share is from before truncated answers scored 0: evaluate again)
         if (not base_eval or base_eval.get("settings") != eval_settings(cfg, test)
-                or "truncated" not in base_eval):
+                or "greedy_truncated" not in base_eval):
             base_eval = run_eval(cfg, prec.SamplingCopy(model, precision).get(), fmt, test)
         log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
         if main_rank:
@@ -352,16 +359,22 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             return base_eval, None, real_steps
         # the step's P prompts depend on the step alone (a resumed run needs no data state); whole groups
         # per rank
-        batch = step_batch(train, step, P, cfg.seed)[dist.rank() * P // W:(dist.rank() + 1) * P // W]
-        # rollout: G samples per prompt from the sampling copy, each scored by the verifier (0/1 reward);
-        # the seed depends on the step and rank only, so a resumed run samples the same completions
-        roll = rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
-                       seed=(cfg.seed * 1000003 + step) * W + dist.rank(), top_p=cfg.top_p,
-                       workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
-                       static=static_decode(cfg, model))
+        def sample_round(r):  # round r > 0: DAPO's refill, a fresh draw of prompts (another data order)
+            batch = step_batch(train, step, P, cfg.seed + 7919 * r)[dist.rank() * P // W:(dist.rank() + 1) * P // W]
+            # rollout: G samples per prompt from the sampling copy, each scored by the verifier (0/1 reward);
+            # the seed depends on the step, round and rank only, so a resumed run samples the same completions
+            return rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
+                           seed=(cfg.seed * 1000003 + step + 104729 * r) * W + dist.rank(), top_p=cfg.top_p,
+                           workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
+                           static=static_decode(cfg, model))
+        # dynamic sampling: only groups whose rewards differ carry a gradient; refill the batch with them
+        if cfg.dynamic_sampling:
+            roll, sampling = informative_rollout(sample_round, P // W, G, cfg.sample_rounds)
+        else:
+            roll, sampling = sample_round(0), {}
         # update: group advantages -> clipped loss -> optimizer step(s) (rl.grpo_update)
         t1 = time.time()
-        stats = grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx)
+        stats = {**grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx), **sampling}
         step, real_steps = step + 1, real_steps + 1
         t2 = time.time()
         # one metrics row per step, averaged over ranks; warnings for what would make the step useless
@@ -487,16 +500,14 @@ def run(cfg, device):
         if final is None or not dist.is_main():
             return
         k = cfg.eval_k
-        summary = {"base_greedy_acc": base["greedy_acc"], "final_greedy_acc": final["greedy_acc"],
-                   f"base_avg{k}": base[f"avg{k}"], f"final_avg{k}": final[f"avg{k}"],
-                   f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
-                   # the shares of those samples truncated
-                   "base_truncated": base["truncated"], "final_truncated": final["truncated"],
-                   "n_eval": len(test), "steps": cfg.steps, "real_steps": real,
-                   "wall_seconds": time.time() - t_start, "config": vars(cfg)}
+        names = ["greedy_acc", "greedy_truncated"] + ([f"avg{k}", f"pass{k}", "truncated"] if k else [])
+        # base_* and final_* of every accuracy, and the shares of their samples truncated
+        summary = {f"{when}_{name}": r[name] for name in names for when, r in (("base", base), ("final", final))}
+        summary.update({"n_eval": len(test), "steps": cfg.steps, "real_steps": real,
+                        "wall_seconds": time.time() - t_start, "config": vars(cfg)})
         write_json(Path(cfg.out_dir) / "summary.json", summary)
         log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
-        for name in ("greedy_acc", "greedy_truncated", f"avg{k}", f"pass{k}", "truncated"):
+        for name in names:
             log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
         log(f"wall time {secs_str(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
 

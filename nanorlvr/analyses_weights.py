@@ -255,9 +255,10 @@ def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
 
 
 # Paper 3 (AlphaRL), label-free: a_k = s1_k u1_k fit linearly in step over a window, W_pred = W_0 + a* v1_K^T
-def alpharl_model(paths, steps, window, target_step, add_to="w0", with_w0=False, device="cpu"):
+def alpharl_model(paths, steps, window, target_step, add_to="w0", with_w0=False, device="cpu", rescale=False):
     """The model AlphaRL predicts at target_step from checkpoints paths[1..window] (and paths[0] = W_0 as the
-    point a = 0 if with_w0). Streams each update matrix across the window; other tensors are those of W_K."""
+    point a = 0 if with_w0). Streams each update matrix across the window; other tensors are those of W_K.
+    rescale: the prediction given the window's full-update norm (extrapolate.alpharl_predict)."""
     sel = list(range(0 if with_w0 else 1, window + 1))
     win_paths, win_steps = [paths[i] for i in sel], [steps[i] for i in sel]
     model = ckpt.load_model(paths[window], "cpu")
@@ -265,7 +266,8 @@ def alpharl_model(paths, steps, window, target_step, add_to="w0", with_w0=False,
     for name, wk in sd.items():
         if is_update_matrix(name, wk):
             w0 = next(ckpt.stream_tensors([paths[0]], name))
-            sd[name] = alpharl_predict(w0, list(ckpt.stream_tensors(win_paths, name)), win_steps, target_step, add_to)
+            sd[name] = alpharl_predict(w0, list(ckpt.stream_tensors(win_paths, name)), win_steps, target_step, add_to,
+                                       rescale)
     model.load_state_dict(sd)
     return model.to(device).eval()
 
@@ -285,26 +287,31 @@ def run_alpharl(run_dir, out, evaluate_fn, windows, add_to="w0", with_w0=False, 
     rows, prog = [], Progress(len(windows))
     for i, K in enumerate(windows):
         r_pred = evaluate_fn(alpharl_model(paths, steps, K, steps[-1], add_to, with_w0, device))
+        r_scaled = evaluate_fn(alpharl_model(paths, steps, K, steps[-1], add_to, with_w0, device, rescale=True))
         r_win = evaluate_fn(ckpt.load_model(paths[K], device).eval())
         rows.append({"window": K, "window_step": steps[K], "target_step": steps[-1], "speedup": steps[-1] / steps[K],
-                     "acc_pred": r_pred["acc"], "acc_window": r_win["acc"],
+                     "acc_pred": r_pred["acc"], "acc_pred_rescaled": r_scaled["acc"], "acc_window": r_win["acc"],
                      "retained": r_pred["acc"] / r_final["acc"] if r_final["acc"] else None,
+                     "retained_rescaled": r_scaled["acc"] / r_final["acc"] if r_final["acc"] else None,
                      "gain_share": gain_share(r_pred["acc"], r_base["acc"], r_final["acc"]),
-                     "eval_pred": r_pred})
-        log(f"alpharl window {K} (step {steps[K]}): predicted {r_pred['acc']:.3f}, window checkpoint "
-            f"{r_win['acc']:.3f}, final {r_final['acc']:.3f}; eta {prog.eta(i)}")
+                     "eval_pred": r_pred, "eval_pred_rescaled": r_scaled})
+        log(f"alpharl window {K} (step {steps[K]}): predicted {r_pred['acc']:.3f} (norm-rescaled "
+            f"{r_scaled['acc']:.3f}), window checkpoint {r_win['acc']:.3f}, final {r_final['acc']:.3f}; "
+            f"eta {prog.eta(i)}")
     report = {"run": str(run_dir), "steps": steps, "add_to": add_to, "with_w0": with_w0,
               "acc_base": r_base["acc"], "acc_final": r_final["acc"], "windows": rows,
               "eval": {"base": r_base, "final": r_final}}
     plot_lines(Path(out) / "alpharl.png",
                {"AlphaRL prediction": ([r["window_step"] for r in rows], [r["acc_pred"] for r in rows]),
+                "norm-rescaled prediction": ([r["window_step"] for r in rows], [r["acc_pred_rescaled"] for r in rows]),
                 "window checkpoint itself": ([r["window_step"] for r in rows], [r["acc_window"] for r in rows])},
                f"AlphaRL (add to {add_to}): predicting step {steps[-1]}", "last step of the window", "accuracy",
                {f"final (step {steps[-1]})": r_final["acc"], "base": r_base["acc"]})
     summary = [f"Base {num_str(r_base['acc'])}, final (step {steps[-1]}) {num_str(r_final['acc'])}; prediction added to {add_to}."]
     summary += [f"Window {r['window']} (to step {r['window_step']}, speedup {r['speedup']:.2f}x): predicted "
-                f"{num_str(r['acc_pred'])} = {num_str(r['retained'])} of final, {num_str(r['gain_share'])} of the gain; the "
-                f"window checkpoint alone {num_str(r['acc_window'])}." for r in rows]
+                f"{num_str(r['acc_pred'])} = {num_str(r['retained'])} of final, {num_str(r['gain_share'])} of the gain "
+                f"(norm-rescaled: {num_str(r['acc_pred_rescaled'])}); the window checkpoint alone "
+                f"{num_str(r['acc_window'])}." for r in rows]
     return report, summary
 
 # -----------------------------------------------------------------------------

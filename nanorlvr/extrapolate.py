@@ -155,7 +155,7 @@ def linear_fit_predict(y, x, x_star):
 
 
 # Paper 3 (AlphaRL), label-free variant: a_k = s1_k u1_k fit linearly in step, W_pred = W_0 + a* v1_K^T
-def alpharl_predict(W0, window, steps, target_step, add_to="w0"):
+def alpharl_predict(W0, window, steps, target_step, add_to="w0", rescale=False):
     """Predict the weight matrix at target_step from checkpoints W_k (k in `steps`, step order) of one matrix.
 
     For each window checkpoint: (s1_k, u1_k, v1_k) = top component of W_k - W0 and a_k = s1_k u1_k.
@@ -166,15 +166,20 @@ def alpharl_predict(W0, window, steps, target_step, add_to="w0"):
     add_to="w0": W_pred = W0 + a* v1_K^T (the paper's formula).
     add_to="wk": W_pred = W_K + a* v1_K^T (the authors' code); this double-counts dW_K, since a* v1_K^T
     already is the whole predicted update from W0. Kept only to reproduce their numbers.
-    Including W0 itself in the window (with its step) adds the point a = 0 at that step to the fit."""
+    Including W0 itself in the window (with its step) adds the point a = 0 at that step to the fit.
+    rescale=True multiplies the predicted update by ||W_K - W0||_F / s1_K: the rank-1 prediction is given the
+    whole update's Frobenius norm, in the ratio the last window checkpoint has (as rank_k_update does with
+    the final update's; label-free, like the rest)."""
     if len(window) != len(steps) or len(window) < 2:
         raise ValueError("need a window of >= 2 checkpoints with one step each")
     base = _work(W0)
     comps = [top_component(_work(Wk) - base) for Wk in window]
-    _, u_ref, v_ref = comps[-1]
+    s_ref, u_ref, v_ref = comps[-1]
     a = torch.stack([s * u if torch.dot(u, u_ref) >= 0 else -s * u for s, u, _ in comps])
     a_star = linear_fit_predict(a, torch.as_tensor(steps, dtype=a.dtype), float(target_step))
     update = torch.outer(a_star, v_ref)
+    if rescale and s_ref > 0:
+        update = update * (torch.linalg.matrix_norm(_work(window[-1]) - base) / s_ref)
     if add_to == "w0":
         start = base
     elif add_to == "wk":
@@ -184,14 +189,15 @@ def alpharl_predict(W0, window, steps, target_step, add_to="w0"):
     return (start + update).to(window[-1].dtype)
 
 
-def alpharl_state_dict(sd0, window_sds, steps, target_step, add_to="w0"):
+def alpharl_state_dict(sd0, window_sds, steps, target_step, add_to="w0", rescale=False):
     """AlphaRL on a whole model: alpharl_predict for every update matrix; every other tensor is taken
     from the last window checkpoint."""
     _check_keys(sd0, *window_sds)
     out = {}
     for name, wk in window_sds[-1].items():
         if is_update_matrix(name, wk):
-            out[name] = alpharl_predict(sd0[name], [sd[name] for sd in window_sds], steps, target_step, add_to)
+            out[name] = alpharl_predict(sd0[name], [sd[name] for sd in window_sds], steps, target_step, add_to,
+                                        rescale)
         else:
             out[name] = wk.clone()
     return out

@@ -27,7 +27,8 @@ class GRPOConfig:
     temperature: float = 1.0        # of the rollout; the update scores tokens at the same temperature
     top_p: float = 1.0              # < 1: the rollout's log-probs are a nucleus', so the old ones are recomputed
     scale_std: bool = True          # divide advantages by the group std (GRPO); False: Dr. GRPO
-    dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO; train.py refills the batch)
+    overlong_buffer: int = 0        # L_cache > 0: DAPO's soft overlong penalty over the budget's last L_cache tokens
     mask_truncated: bool = True     # no loss on truncated samples (DAPO's overlong filtering)
     loss_agg: str = "token-mean"    # one of AGGS (token-mean: DAPO)
     kl_coef: float = 0.0            # k3 KL to the reference (GRPO); 0: no reference model (DAPO, Dr. GRPO)
@@ -88,6 +89,18 @@ def group_advantages(rewards, group_size, scale_std=True, eps=1e-4):
     same = r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)
     adv = torch.where(same, torch.zeros_like(adv), adv)  # exact zeros, immune to rounding in the mean
     return adv.view(-1)
+
+
+# DAPO (arXiv 2503.14476), Eq. 13: soft overlong punishment, added to the verifier's reward
+def overlong_penalty(lengths, truncated, max_len, buffer):
+    """0 for responses up to max_len - buffer tokens, then falling linearly to -1 at max_len; -1 for every
+    truncated response (it ran past the budget). lengths: (N,) response lengths, truncated: (N,) bool.
+    buffer = 0: no penalty (all zeros)."""
+    lengths = torch.as_tensor(lengths, dtype=torch.float)
+    if buffer <= 0:
+        return torch.zeros_like(lengths)
+    pen = ((max_len - buffer) - lengths).clamp(max=0) / buffer
+    return torch.where(torch.as_tensor(truncated, dtype=torch.bool), torch.full_like(pen, -1.0), pen.clamp(min=-1.0))
 
 
 # -----------------------------------------------------------------------------

@@ -58,6 +58,41 @@ def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed,
                    t1 - t0, t2 - t1)
 
 
+def concat_rollouts(rolls):
+    """One Rollout holding the rows of several, in order (old log-probs zero-padded to the longest)."""
+    L = max(r.old_logp.size(1) for r in rolls)
+    pad = [torch.nn.functional.pad(r.old_logp, (0, L - r.old_logp.size(1))) for r in rolls]
+    return Rollout(sum((r.prompts for r in rolls), []), sum((r.completions for r in rolls), []), torch.cat(pad),
+                   torch.cat([r.truncated for r in rolls]), torch.cat([r.rewards for r in rolls]),
+                   sum(r.seconds_gen for r in rolls), sum(r.seconds_verify for r in rolls))
+
+
+def select_groups(roll, groups, group_size):
+    """The rows of the given prompt groups (indices into the P groups of roll)."""
+    rows = [g * group_size + j for g in groups for j in range(group_size)]
+    idx = torch.tensor(rows, dtype=torch.long)
+    return Rollout([roll.prompts[i] for i in rows], [roll.completions[i] for i in rows], roll.old_logp[idx],
+                   roll.truncated[idx], roll.rewards[idx], roll.seconds_gen, roll.seconds_verify)
+
+
+# DAPO (arXiv 2503.14476), dynamic sampling: keep sampling until the batch holds P groups with unequal rewards
+def informative_rollout(sample_round, n_groups, group_size, max_rounds):
+    """sample_round(r) -> the Rollout of round r (a fresh draw of prompts). Rounds are drawn until n_groups
+    groups whose rewards are not all equal have been collected, or max_rounds rounds; the batch is the first
+    n_groups such groups (fewer if the cap is hit). Returns (rollout, {"sample_rounds", "zero_var_frac"}):
+    zero_var_frac is the share of equal-reward groups among all groups drawn."""
+    kept, n_drawn, n_flat = [], 0, 0
+    for r in range(max_rounds):
+        roll = sample_round(r)
+        flat = grpo.zero_variance_groups(roll.rewards, group_size)[::group_size]
+        n_drawn, n_flat = n_drawn + len(flat), n_flat + int(flat.sum())
+        good = (~flat).nonzero().squeeze(-1).tolist()[:n_groups - sum(len(k.rewards) // group_size for k in kept)]
+        kept.append(select_groups(roll, good, group_size))
+        if sum(len(k.rewards) for k in kept) >= n_groups * group_size:
+            break
+    return concat_rollouts(kept), {"sample_rounds": r + 1, "zero_var_frac": n_flat / max(1, n_drawn)}
+
+
 def packed_rows(idx, plen, clen, rows):
     """The rows of a packed batch, trimmed to their own longest sequence."""
     return idx[rows, :int((plen[rows] + clen[rows]).max())], plen[rows], clen[rows]
@@ -94,7 +129,9 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg: grpo.GRPOConfig
     if old_from not in ("rollout", "recompute") or tis_cap < 0:
         raise UsageError(f"--old_logp={old_from} --tis_cap={tis_cap}: old_logp is rollout or recompute, tis_cap >= 0")
     recompute = cfg.top_p < 1.0 or old_from == "recompute" or tis_cap > 0
-    adv = grpo.group_advantages(roll.rewards, G, scale_std=cfg.scale_std)
+    lengths = torch.tensor([len(c) for c in roll.completions])
+    rewards = roll.rewards + grpo.overlong_penalty(lengths, roll.truncated, cfg.max_new_tokens, cfg.overlong_buffer)
+    adv = grpo.group_advantages(rewards, G, scale_std=cfg.scale_std)
     keep = torch.ones(len(adv), dtype=torch.bool)
     if cfg.dynamic_sampling:
         keep &= ~grpo.zero_variance_groups(roll.rewards, G)
@@ -107,7 +144,6 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg: grpo.GRPOConfig
         return stats
     # Rows with zero advantage have exactly zero policy gradient: without a KL term they only count in the
     # loss normaliser, so they are left out of the forward/backward (same gradient, less compute).
-    lengths = torch.tensor([len(c) for c in roll.completions])
     full_norm = grpo.loss_normaliser(torch.arange(cfg.max_new_tokens)[None, :] < lengths[keep, None],
                                      cfg.loss_agg, constant=cfg.max_new_tokens)
     full_norm = dist.sum_(full_norm)  # global: the ranks' losses add up to the loss of the whole batch

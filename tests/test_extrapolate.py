@@ -221,3 +221,16 @@ def test_rl_extra_jumps_only_at_segment_ends_by_eq3_and_stops_at_the_last_step()
     assert extra.segment_start[0] == 5 and torch.equal(extra.segment_start[1]["proj.weight"], model.proj.weight)
     assert extra.jump(model, real_steps=4, step=6, total_steps=7) == 1  # cut at total_steps
     assert ex.RLExtra(0, 3).jump(model, real_steps=2, step=2, total_steps=100) == 0  # m = 0: RL-Extra off
+
+
+def test_alpharl_rescaled_gives_the_window_update_its_full_frobenius_norm():
+    # dW_K = rank-1 s u v^T plus a small orthogonal rank-1 part: predicting step K itself (a* = a_K), the
+    # rescaled update has ||dW_K||_F, the unscaled one only s1 (hand-computed: sqrt(3^2 + 1^2) vs 3)
+    W0 = torch.zeros(4, 3)
+    a, b = torch.eye(4), torch.eye(3)
+    dW1, dW2 = 1.5 * torch.outer(a[0], b[0]), 3.0 * torch.outer(a[0], b[0]) + torch.outer(a[1], b[1])
+    plain = ex.alpharl_predict(W0, [dW1, dW2], [1, 2], 2)
+    scaled = ex.alpharl_predict(W0, [dW1, dW2], [1, 2], 2, rescale=True)
+    assert torch.linalg.matrix_norm(plain - W0).item() == pytest.approx(3.0, rel=1e-5)
+    assert torch.linalg.matrix_norm(scaled - W0).item() == pytest.approx(10 ** 0.5, rel=1e-5)
+    assert torch.allclose(scaled - W0, (plain - W0) * 10 ** 0.5 / 3, atol=1e-5)  # same direction

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanorlvr.grpo import (group_advantages, kl_k3, logprob_mismatch, loss_normaliser, masked_mean, policy_loss,
-                           tis_weights, token_weights, zero_variance_groups)
+                           tis_weights, token_weights, zero_variance_groups, overlong_penalty)
 
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-sum-constant"]
 
@@ -223,3 +223,41 @@ def test_grpo_config_defaults_are_train_py_defaults_and_from_config_copies_every
     tc.micro_batch, tc.tis_cap, tc.loss_agg = 3, 2.0, "seq-sum-constant"
     g = GRPOConfig.from_config(tc)
     assert (g.micro_batch, g.tis_cap, g.loss_agg) == (3, 2.0, "seq-sum-constant")
+
+
+def test_overlong_penalty_is_dapo_eq13_and_minus_one_when_truncated():
+    # budget 10, buffer 4: free up to 6 tokens, then -1/4 per token, -1 at the budget or when cut off
+    pen = overlong_penalty([5, 6, 7, 8, 10, 9], [False, False, False, False, False, True], max_len=10, buffer=4)
+    assert pen.tolist() == [0.0, 0.0, -0.25, -0.5, -1.0, -1.0]
+    assert overlong_penalty([10, 3], [True, False], max_len=10, buffer=0).tolist() == [0.0, 0.0]
+
+
+def fake_round(rewards_per_group, G=2):
+    """A Rollout whose group g has rewards rewards_per_group[g] (G values), prompt ids naming the group."""
+    from nanorlvr.rl import Rollout
+    rows = [(g, r) for g, rs in enumerate(rewards_per_group) for r in rs]
+    n = len(rows)
+    return Rollout([[g] for g, _ in rows], [[7] * (1 + g) for g, _ in rows], torch.zeros(n, 3),
+                   torch.zeros(n, dtype=torch.bool), torch.tensor([float(r) for _, r in rows]), 1.0, 0.5)
+
+
+def test_dynamic_sampling_refills_the_batch_with_informative_groups_until_p():
+    from nanorlvr.rl import informative_rollout
+    # round 0: groups 0 (flat), 1 (informative), 2 (flat); round 1: 0 (informative), 1 (flat), 2 (informative)
+    rounds = [fake_round([[0, 0], [0, 1], [1, 1]]), fake_round([[1, 0], [0, 0], [0, 1]]), None]
+    drawn = []
+
+    def sample_round(r):
+        drawn.append(r)
+        return rounds[r]
+    roll, info = informative_rollout(sample_round, n_groups=2, group_size=2, max_rounds=3)
+    assert drawn == [0, 1]  # stops as soon as P groups are in
+    assert roll.prompts == [[1], [1], [0], [0]] and roll.rewards.tolist() == [0, 1, 1, 0]
+    assert info == {"sample_rounds": 2, "zero_var_frac": 3 / 6}
+    assert roll.seconds_gen == 2.0  # both rounds' generation time
+
+
+def test_dynamic_sampling_stops_at_the_round_cap_with_a_smaller_batch():
+    from nanorlvr.rl import informative_rollout
+    roll, info = informative_rollout(lambda r: fake_round([[0, 0], [1, 0]]), n_groups=3, group_size=2, max_rounds=2)
+    assert roll.rewards.tolist() == [1, 0, 1, 0] and info["sample_rounds"] == 2

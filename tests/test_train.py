@@ -130,3 +130,21 @@ def test_default_quickstart_gives_a_base_in_band_and_rl_improves_it(tmp_path):
     assert 0.15 <= s["base_greedy_acc"] <= 0.6 and s["base_pass8"] > s["base_greedy_acc"]
     assert s["final_greedy_acc"] - s["base_greedy_acc"] >= 0.10
     assert s["final_avg8"] - s["base_avg8"] >= 0.10
+
+
+def test_dynamic_sampling_trains_only_on_groups_with_unequal_rewards(base, tmp_path):
+    grpo(base, tmp_path, "--steps=2", "--save_every=2", "--dynamic_sampling=true", "--sample_rounds=3",
+         "--overlong_buffer=4")
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "reward" in r]
+    for r in steps:
+        assert 1 <= r["sample_rounds"] <= 3 and 0 <= r["zero_var_frac"] <= 1
+        assert r["rows_used"] <= 4 * 8  # at most P groups of G kept
+        if r["sample_rounds"] < 3:  # stopped early: the batch is full of groups with unequal rewards
+            assert 0 < r["reward"] < 1 and r["pass_rate"] == 1.0
+
+
+def test_eval_k_zero_evaluates_greedy_only(base, tmp_path):
+    grpo(base, tmp_path, "--steps=1", "--save_every=1", "--eval_k=0")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0 <= summary["final_greedy_acc"] <= 1 and not any(k.startswith(("base_avg", "final_avg")) for k in summary)
