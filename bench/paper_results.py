@@ -95,6 +95,16 @@ def train_jobs(out, base, seeds, extra=()):
     return jobs
 
 
+def done(argv):
+    """Whether a job's output is already there (a rerun after a crash skips finished jobs)."""
+    for a in argv:
+        if a.startswith("--out_dir="):
+            return (Path(a[10:]) / "summary.json").exists()
+        if a.startswith("--out="):
+            return Path(a[6:]).is_file() if a.endswith(".json") else (Path(a[6:]) / "report.json").exists()
+    return False
+
+
 def analysis_jobs(out, seeds, dlogp_seed):
     jobs = []
     for regime in REGIMES:
@@ -271,6 +281,42 @@ def findings(per_regime):
     return records
 
 
+def dlogp_findings(dlogp, seed):
+    """Paper 1's token analysis (one seed per regime): how well each per-token statistic separates RL-generated
+    from base-generated text, and the replacement ratio each gate needs for 90% of the base -> RL gap."""
+    records = []
+    for regime, d in dlogp.items():
+        sep = {m: v["separation"] for m, v in d["separability"].items()}
+        reach = d["replacement"]["ratio_to_90pct_gap"]
+        others = [v for c, v in reach.items() if c != "dlogp"]
+        best = reach["dlogp"] is not None and all(v is None or reach["dlogp"] < v for v in others)
+        records += [
+            {"finding": "dlogp_separation", "paper": 1, "regime": regime, "seeds": 1, "per_seed": [sep],
+             "what": "separation of RL from base text, 2 abs(AUC − 0.5) (dlogp vs KL vs entropy)",
+             "paper_figure": "dlogp separates, KL / entropy barely", "seed": seed,
+             "verdict": "yes" if sep["dlogp"] > max(v for m, v in sep.items() if m != "dlogp") else "no"},
+            {"finding": "dlogp_replacement", "paper": 1, "regime": regime, "seeds": 1, "per_seed": [reach],
+             "what": "replacement ratio reaching 90% of the base -> RL gap, by gate",
+             "paper_figure": "dlogp ~0.05, KL ~0.14, entropy ~0.19, random never", "seed": seed,
+             "verdict": "yes" if best else "no"}]
+    return records
+
+
+def dlogp_table(records):
+    rows = {(r["finding"], r["regime"]): r for r in records if r["finding"].startswith("dlogp_")}
+    if not rows:
+        return ""
+    def show(x):
+        return " / ".join(f"{k} {v:.3f}" if v is not None else f"{k} never" for k, v in x.items())
+    lines = ["", "Paper 1, token analysis (one seed per regime, `analyze.py dlogp`):", "",
+             "| finding | paper's figure | fast | paper regime | verdict fast / paper |", "|---|---|---|---|---|"]
+    for key in ("dlogp_separation", "dlogp_replacement"):
+        f, p = rows[(key, "fast")], rows[(key, "paper")]
+        lines.append(f"| {f['what']} | {f['paper_figure']} | {show(f['per_seed'][0])} | {show(p['per_seed'][0])} | "
+                     f"{f['verdict']} / {p['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def cell(rec):
     if rec is None:
         return "—"
@@ -335,11 +381,12 @@ def main():
     out, results, t0 = Path(args.out), Path(args.results), time.time()
     if not args.report_only:
         base = ensure_base(out)
-        secs = run_all(train_jobs(out, base, seeds, args.train_flags.split()), args.parallel, out / "logs")
-        secs.update(run_all(analysis_jobs(out, seeds, seeds[0]), args.parallel, out / "logs"))
+        for jobs in (train_jobs(out, base, seeds, args.train_flags.split()), analysis_jobs(out, seeds, seeds[0])):
+            run_all([j for j in jobs if not done(j[1])], args.parallel, out / "logs")
     per_regime = {regime: [per_seed(out, regime, s) for s in seeds] for regime in REGIMES}
     records = findings(per_regime)
     dlogp = {regime: read(out / regime / f"s{seeds[0]}" / "analysis/dlogp/report.json") for regime in REGIMES}
+    records += dlogp_findings(dlogp, seeds[0])
     results.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (results / f"findings{suffix}.json").write_text(json.dumps(
@@ -348,7 +395,7 @@ def main():
          "dlogp": {r: {"separability": d["separability"], "ratio_to_90pct_gap": d["replacement"]["ratio_to_90pct_gap"]}
                    for r, d in dlogp.items()},
          "wall_seconds": time.time() - t0}, indent=1))
-    md = table(records, per_regime)
+    md = table(records, per_regime) + dlogp_table(records)
     (results / f"paper_results{suffix}.md").write_text(md)
     plot_trajectories(out, results / f"weight_trajectories{suffix}.png", seeds[0])
     print(md)
