@@ -132,6 +132,12 @@ def analysis_jobs(out, seeds, dlogp_seed):
                                                        f"--rl={ckpt_dir(run, 150)}", "--n_prompts=200", "--n_eval=500",
                                                        "--k=0", "--ratios=0.02,0.05,0.1,0.2", "--threads=1",
                                                        f"--out={a}/dlogp"]))
+        # paper 1's test-time extrapolation: base leads, the gate (dlogp <= -0.3) hands the token to the RL
+        # model (gamma 0: replace only) or to the extrapolated distribution (gamma 0.1)
+        jobs.append((f"{regime}/s{dlogp_seed}/dlogp_extrapolation",
+                     [PY, "sample.py", "--extrapolate=dlogp", f"--base={ckpt_dir(run, 0)}", f"--rl={ckpt_dir(run, 150)}",
+                      "--sweep=true", "--gamma_sweep=0,0.1", "--tau_sweep=-0.3", "--eval=1000", "--k=0",
+                      "--threads=1", f"--out={a}/dlogp_extrapolation.json"]))
     return jobs
 
 
@@ -281,7 +287,7 @@ def findings(per_regime):
     return records
 
 
-def dlogp_findings(dlogp, seed):
+def dlogp_findings(dlogp, seed, extrapolation):
     """Paper 1's token analysis (one seed per regime): how well each per-token statistic separates RL-generated
     from base-generated text, and the replacement ratio each gate needs for 90% of the base -> RL gap."""
     records = []
@@ -299,6 +305,16 @@ def dlogp_findings(dlogp, seed):
              "what": "replacement ratio reaching 90% of the base -> RL gap, by gate",
              "paper_figure": "dlogp ~0.05, KL ~0.14, entropy ~0.19, random never", "seed": seed,
              "verdict": "yes" if best else "no"}]
+        x = extrapolation[regime]
+        accs = {"replace only": x["gate dlogp tau=-0.3 gamma=0"], "RL model": x["plain b"],
+                "extrapolate γ 0.1": x["gate dlogp tau=-0.3 gamma=0.1"]}
+        gain = accs["extrapolate γ 0.1"] - max(accs["replace only"], accs["RL model"])
+        two_se = 2 * (accs["RL model"] * (1 - accs["RL model"]) / 1000) ** 0.5  # one evaluation on 1,000 problems
+        records.append({"finding": "dlogp_extrapolation", "paper": 1, "regime": regime, "seeds": 1,
+                        "per_seed": [accs], "seed": seed, "what": "test-time extrapolation, base leads, gate "
+                        "dlogp <= -0.3: greedy accuracy (replace only / RL model / extrapolate γ 0.1)",
+                        "paper_figure": "43.3 / 46.2 / 47.5 (ORZ-32B, AIME24)",
+                        "verdict": "yes" if gain > two_se else "no" if gain < -two_se else "inside the noise"})
     return records
 
 
@@ -308,9 +324,9 @@ def dlogp_table(records):
         return ""
     def show(x):
         return " / ".join(f"{k} {v:.3f}" if v is not None else f"{k} never" for k, v in x.items())
-    lines = ["", "Paper 1, token analysis (one seed per regime, `analyze.py dlogp`):", "",
+    lines = ["", "Paper 1, token analysis and test-time extrapolation (one seed per regime; `analyze.py dlogp`, `sample.py --extrapolate=dlogp`):", "",
              "| finding | paper's figure | fast | paper regime | verdict fast / paper |", "|---|---|---|---|---|"]
-    for key in ("dlogp_separation", "dlogp_replacement"):
+    for key in ("dlogp_separation", "dlogp_replacement", "dlogp_extrapolation"):
         f, p = rows[(key, "fast")], rows[(key, "paper")]
         lines.append(f"| {f['what']} | {f['paper_figure']} | {show(f['per_seed'][0])} | {show(p['per_seed'][0])} | "
                      f"{f['verdict']} / {p['verdict']} |")
@@ -386,7 +402,10 @@ def main():
     per_regime = {regime: [per_seed(out, regime, s) for s in seeds] for regime in REGIMES}
     records = findings(per_regime)
     dlogp = {regime: read(out / regime / f"s{seeds[0]}" / "analysis/dlogp/report.json") for regime in REGIMES}
-    records += dlogp_findings(dlogp, seeds[0])
+    records += dlogp_findings(dlogp, seeds[0], {
+        regime: {r["setting"]: r["greedy_acc"] for r in
+                 read(out / regime / f"s{seeds[0]}" / "analysis/dlogp_extrapolation.json")["results"]}
+        for regime in REGIMES})
     results.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (results / f"findings{suffix}.json").write_text(json.dumps(

@@ -1,0 +1,67 @@
+"""bench/paper_results.py and the README agree: the README's paper-regime command uses the script's settings,
+and its results table is the one the script rendered from bench/results/findings.json; the verdict rules and
+the lr rule of bench/lr_sweep.py on hand-made examples."""
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench import lr_sweep, paper_results as P  # noqa: E402
+
+README = (ROOT / "README.md").read_text()
+FINDINGS = ROOT / "bench" / "results" / "findings.json"
+
+
+def readme_command(marker):
+    """The README's command line ending with the comment `marker` (continuation lines joined)."""
+    text = README.replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if ln.rstrip().endswith(marker))
+    return shlex.split(line[:line.rindex("#")])
+
+
+def test_readme_paper_regime_command_uses_the_scripts_settings():
+    argv = readme_command("# the paper regime")
+    assert argv[:3] == ["python", "train.py", "--stage=grpo"]
+    assert set(P.PAPER) | (set(P.RUN) - {"--threads=1"}) == set(argv[3:])
+
+
+def test_readme_results_table_is_the_one_rendered_from_findings_json():
+    data = json.loads(FINDINGS.read_text())
+    records = data["findings"]
+    main = [r for r in records if not r["finding"].startswith("dlogp_")]
+    md = P.table(main, data["per_seed"]) + P.dlogp_table(records)
+    assert (ROOT / "bench" / "results" / "paper_results.md").read_text() == md
+    assert md.strip() in README
+    assert data["regimes"] == {r: P.RUN + f for r, f in P.REGIMES.items()}  # the settings that ran are today's
+
+
+def test_each_record_is_the_mean_of_its_seeds_and_its_verdict_follows_the_rule():
+    for r in json.loads(FINDINGS.read_text())["findings"]:
+        if r["finding"].startswith("dlogp_"):
+            continue
+        m, sd, n = P.mean_sd(r["per_seed"])
+        assert (r["mean"], r["std"], r["seeds"]) == (m, sd, n)
+        assert r["verdict"] == P.verdict(tuple(r["rule"]), m, sd, n)
+
+
+@pytest.mark.parametrize("diffs, expected", [([0.05, 0.06, 0.04], "yes"), ([-0.05, -0.06, -0.04], "no"),
+                                             ([0.05, -0.04, 0.01], "inside the noise"), ([0.05], "1 seed: no verdict")])
+def test_a_gain_is_real_only_beyond_two_standard_errors(diffs, expected):
+    assert P.verdict(("gain",), *P.mean_sd(diffs)) == expected
+
+
+def test_levels_and_matches_use_their_thresholds():
+    assert [P.verdict(("level", 0.7, 0.5), m, None, 1) for m in (0.71, 0.6, 0.4)] == ["yes", "partly", "no"]
+    assert [P.verdict(("match", 0.03), m, None, 1) for m in (-0.02, 0.05, 0.07)] == ["yes", "partly", "no"]
+
+
+def test_lr_rule_measures_the_rise_of_a_least_squares_line_over_the_last_fifty_steps():
+    curve = [(s, 0.3 + 0.001 * s + (0.01 if s == 120 else 0.0)) for s in range(0, 151, 10)]
+    r, mean = lr_sweep.rise(curve)
+    # hand-computed: slope 0.001 plus the bump's share ((120 - 125) * 0.01 / 1750 per step), over 50 steps
+    assert r == pytest.approx(50 * (0.001 - 0.05 / 1750))
+    assert mean == pytest.approx(0.3 + 0.125 + 0.01 / 6)
