@@ -280,11 +280,14 @@ def decode_fixed(models, prompts, u, next_token, stop_t, batch_size=None, share_
     n = batch_size or len(prompts)
     parts = [_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix, check_every, static)
              for i in range(0, len(prompts), n)]
-    cat = lambda f: None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])  # noqa: E731
+
+    def cat(field):  # the chunks' tensors of one Generation field, in order (fired: None without a gate)
+        return None if getattr(parts[0], field) is None else torch.cat([getattr(p, field) for p in parts])
     return Generation(*(cat(f) for f in ("ids", "logprobs", "lengths", "truncated", "fired")))
 
 
 def _decode_chunk(models, prompts, u, next_token, stop_t, share_prefix, check_every, static):
+    """decode_fixed on one chunk of at most batch_size rows."""
     device, max_new_tokens = u.device, u.size(1)
     uniq, inv = distinct_prompts(prompts, share_prefix)
     idx, pos, mask, valid, plen = prefill_inputs(uniq, max_new_tokens, device)
