@@ -331,6 +331,8 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     else:
         if cfg.resume:
             log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
+        # a fresh run draws its minibatch orders from the global RNG: seeded here, not only by the SFT stage
+        seed_everything(cfg.seed)
         if main_rank:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
