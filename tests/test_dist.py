@@ -18,9 +18,8 @@ from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
 from nanorlvr.common import UsageError
 from nanorlvr.engine import completion_logprobs, pack
-from nanorlvr.grpo import GRPOConfig
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.rl import Rollout, micro_batches, grpo_update
+from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update, micro_batches
 
 P, G, MAX_NEW = 4, 4, 8
 # name: (config overrides, optimizer, rank 1 gets only equal-reward groups). n_minibatches > 1 is left out:
