@@ -43,7 +43,7 @@ def _check_keys(*sds):
 # Paper 2: extrapolation along the line through two checkpoints
 
 
-# Paper 2 (Linearity of RLVR), Eq. 2: weight extrapolation W_t' = W_t0 + alpha (W_t1 - W_t0)
+# Paper 2 (arXiv 2601.04537), Eq. 2: weight extrapolation W_t' = W_t0 + alpha (W_t1 - W_t0)
 def extrapolate_weights(sd0, sd1, alpha):
     """Every floating-point tensor moves to W_t0 + alpha (W_t1 - W_t0); norm tensors (and non-float
     buffers) are copied from sd1. alpha = (t' - t0) / (t1 - t0); alpha = 1 returns sd1."""
@@ -58,7 +58,7 @@ def extrapolate_weights(sd0, sd1, alpha):
     return out
 
 
-# Paper 2 (Linearity of RLVR), Eq. 3: RL-Extra jump W_{s+m+n} = W_s + ((m+n)/m) (W_{s+m} - W_s)
+# Paper 2 (arXiv 2601.04537), Eq. 3: RL-Extra jump W_{s+m+n} = W_s + ((m+n)/m) (W_{s+m} - W_s)
 def rl_extra_jump(sd_s, sd_sm, m, n):
     """After m real RL steps from W_s to W_{s+m}, skip n steps by extrapolating; norms from sd_sm."""
     return extrapolate_weights(sd_s, sd_sm, (m + n) / m)
@@ -113,7 +113,7 @@ def top_component(dW):
     return S[0], U[:, 0], Vh[0]
 
 
-# Paper 3 (AlphaRL), rank-1 model: W = W_base + (||dW||_F / ||dW_k||_F) dW_k, dW_k = top-k SVD truncation of dW
+# Paper 3 (AlphaRL, arXiv 2510.00553), rank-1 model: W = W_base + (||dW||_F / ||dW_k||_F) dW_k, dW_k = top-k SVD truncation of dW
 def rank_k_update(W_base, W_rl, k=1):
     """Keep only the top-k singular directions of dW = W_rl - W_base, rescaled to dW's Frobenius norm.
     dW = 0 returns W_base."""
@@ -162,7 +162,7 @@ def linear_fit_predict(y, x, x_star):
     return y_mean + slope * (x_star - x.mean())
 
 
-# Paper 3 (AlphaRL), label-free variant: a_k = s1_k u1_k fit linearly in step, W_pred = W_0 + a* v1_K^T
+# Paper 3 (AlphaRL, arXiv 2510.00553), label-free variant: a_k = s1_k u1_k fit linearly in step, W_pred = W_0 + a* v1_K^T
 def alpharl_predict(W0, window, steps, target_step, add_to="w0", rescale=False):
     """Predict the weight matrix at target_step from checkpoints W_k (k in `steps`, step order) of one matrix.
 
