@@ -372,10 +372,13 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
 
 
 def train_grpo(cfg, device, enc, train, test, fmt, precision):
+    """GRPO from the SFT base (or --init_from) into out_dir/run. Returns (the base model's evaluation, the
+    final one (None if halted), the number of real steps)."""
     run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
     run_dir.mkdir(parents=True, exist_ok=True)
     src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, dist.weight_dtype(precision), cfg.init_from or None
     model = ckpt.load_model(src, device=device, dtype=wdtype)
+    # the KL term's reference: the starting weights, frozen (loaded only if --kl_coef uses it)
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
 
@@ -405,13 +408,14 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         extra.start(step, model)
     P, G, update_cfg = cfg.prompts_per_step, cfg.group_size, GRPOConfig.from_config(cfg)
 
-    def rollout_round(step, r):  # round r > 0: DAPO's refill, a fresh draw of prompts (another data order)
-        # the step's P prompts depend on the step alone (a resumed run needs no data state); whole groups per
-        # rank; the seed depends on the step, round and rank only, so a resumed run samples the same
+    def rollout_round(step, r):
+        """This rank's whole groups of the step's P prompts x G samples, each scored by the verifier. Prompts
+        and seed depend on the step, round and rank alone, so a resumed run samples the same completions;
+        round r > 0 is DAPO's refill, a fresh draw of prompts (another data order)."""
         rank = dist.rank()
         batch = step_batch(train, step, P, cfg.seed + 7919 * r)[rank * P // W:(rank + 1) * P // W]
         return rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
-                       seed=(cfg.seed * 1000003 + step + 104729 * r) * W + dist.rank(), top_p=cfg.top_p,
+                       seed=(cfg.seed * 1000003 + step + 104729 * r) * W + rank, top_p=cfg.top_p,
                        workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
                        static=static_decode(cfg, model))
 
@@ -420,13 +424,10 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         if halt_after and step - first_step >= halt_after:  # a test's stand-in for a killed run
             log(f"halting after {halt_after} steps (${HALT_AFTER}): continue with --resume=true")
             return base_eval, None, real_steps
-        # rollout: G samples per prompt, each scored 0/1 by the verifier; with dynamic sampling only groups
-        # whose rewards differ carry a gradient, so the batch is refilled with them
-        if cfg.dynamic_sampling:
-            roll, sampling = informative_rollout(lambda r: rollout_round(step, r), P // W, G,
-                                                 cfg.sample_rounds)
-        else:
-            roll, sampling = rollout_round(step, 0), {}
+        # batch + rollout: G samples per prompt scored 0/1; only groups whose rewards differ carry a gradient,
+        # so dynamic sampling refills the batch with them
+        roll, sampling = (informative_rollout(lambda r: rollout_round(step, r), P // W, G, cfg.sample_rounds)
+                          if cfg.dynamic_sampling else (rollout_round(step, 0), {}))
         # update: group advantages -> clipped loss -> optimizer step(s)
         t_update = time.time()
         stats = grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx)
@@ -448,11 +449,10 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
             append_jsonl(run_dir / "metrics.jsonl", row)
         # checkpoint: the weights (a Hugging Face directory) and all --resume needs to continue exactly
         if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or jump):
-            ckpt.save_checkpoint(run_dir, step, model, {
-                "step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
-                "segment_start": extra.segment_start, "base_eval": base_eval, "config": vars(cfg)},
-                tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
+            state = {"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
+                     "segment_start": extra.segment_start, "base_eval": base_eval, "config": vars(cfg)}
+            ckpt.save_checkpoint(run_dir, step, model, state, tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
     final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
@@ -466,6 +466,7 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
 
 
 def write_summary(cfg, base, final, real_steps, n_eval, seconds):
+    """out_dir/summary.json (bench/ reads its keys) and the before/after table on the console."""
     k = cfg.eval_k
     names = ["greedy_acc", "greedy_truncated"] + ([f"avg{k}", f"pass{k}", "truncated"] if k else [])
     # base_* and final_* of every accuracy, and the shares of their samples truncated
