@@ -191,8 +191,8 @@ def main(argv=None):
         report, summary = paper1_direction.run_dlogp(
             base, rl, out, fmt, problems[:cfg.n_prompts], evaluate_fn, samples=cfg.samples,
             ratios=floats(cfg.ratios, "--ratios"), criteria=cfg.criteria.split(","),
-            max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, k=cfg.k, seed=cfg.seed,
-            batch_size=cfg.batch_size, device=device)
+            max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, k=cfg.k,
+            seed=cfg.seed, batch_size=cfg.batch_size, device=device)
     elif cmd == "linearity":
         report, summary = paper2_linearity.run_linearity(
             cfg.run, out, fmt, problems[:cfg.n_probe], device, max_new_tokens, cfg.temperature, cfg.seed,

@@ -1,14 +1,14 @@
-"""Weight-space methods on state dicts: linear extrapolation, RL-Extra jumps, rank-k updates and AlphaRL,
-plus the two output-space (logits) extrapolations the decoding loop applies per step.
+"""Weight-space methods on state dicts: linear extrapolation, RL-Extra jumps, rank-k updates and AlphaRL.
+(The two output-space (logits) extrapolations are kernels.py's, applied per decoded token by lockstep.py.)
 
 Pure functions on tensors and state dicts (dict[str, Tensor]), no I/O; one small object, RLExtra, applies the
-jumps to a model in train.py's loop. Parameter names follow the
-HF Llama convention (model.layers.{i}.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight).
+jumps to a model in train.py's loop. Parameter names follow the HF Llama convention
+(model.layers.{i}.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight).
 All arithmetic is done in float32 (float64 if the input is float64) and cast back to the dtype of the
 checkpoint the untouched tensors come from, so bf16 checkpoints lose no precision in the differences.
-Paper 1 = "On the Direction of RLVR Updates for LLM Reasoning";
-Paper 2 = "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training";
-Paper 3 = "On Predictability of Reinforcement Learning Dynamics for Large Language Models" (AlphaRL).
+Paper 2 = "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training" (arXiv 2601.04537);
+Paper 3 = "On Predictability of Reinforcement Learning Dynamics for Large Language Models" (AlphaRL,
+arXiv 2510.00553). papers.py lists where every paper's equations live.
 """
 
 import torch
@@ -113,7 +113,8 @@ def top_component(dW):
     return S[0], U[:, 0], Vh[0]
 
 
-# Paper 3 (AlphaRL, arXiv 2510.00553), rank-1 model: W = W_base + (||dW||_F / ||dW_k||_F) dW_k, dW_k = top-k SVD truncation of dW
+# Paper 3 (AlphaRL, arXiv 2510.00553), rank-1 model: W = W_base + (||dW||_F / ||dW_k||_F) dW_k,
+# dW_k = the top-k SVD truncation of dW
 def rank_k_update(W_base, W_rl, k=1):
     """Keep only the top-k singular directions of dW = W_rl - W_base, rescaled to dW's Frobenius norm.
     dW = 0 returns W_base."""
@@ -162,7 +163,8 @@ def linear_fit_predict(y, x, x_star):
     return y_mean + slope * (x_star - x.mean())
 
 
-# Paper 3 (AlphaRL, arXiv 2510.00553), label-free variant: a_k = s1_k u1_k fit linearly in step, W_pred = W_0 + a* v1_K^T
+# Paper 3 (AlphaRL, arXiv 2510.00553), label-free variant: a_k = s1_k u1_k fit linearly in step,
+# W_pred = W_0 + a* v1_K^T
 def alpharl_predict(W0, window, steps, target_step, add_to="w0", rescale=False):
     """Predict the weight matrix at target_step from checkpoints W_k (k in `steps`, step order) of one matrix.
 

@@ -112,7 +112,8 @@ def ratio_to_reach(ratios, accs, acc_base, acc_rl, share=0.9):
     return None
 
 
-# Paper 1 (arXiv 2603.22117), token replacement: base leads, gate (dlogp <= tau | KL, entropy >= tau | random) -> resample from pi_RL
+# Paper 1 (arXiv 2603.22117), token replacement: the base leads; where the gate fires (dlogp <= tau, KL or
+# entropy >= tau, random) the token is re-sampled from pi_RL
 def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0):
     """{criterion: [{"tau", "ratio", "acc", "eval"}]} for each (criterion, tau) in taus. ratio: the
     evaluation's lockstep.replacement_ratio (over the avg@k samples, or the greedy pass when k = 0)."""

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyze_common import fnum, gain_share, group_means, kind_of, load_sd, plot_hist, plot_lines, summary_stats
+from nanorlvr.analyze_common import (fnum, gain_share, group_means, kind_of, load_sd, plot_hist, plot_lines,
+                                     summary_stats)
 from nanorlvr.common import Progress, UsageError, log
 from nanorlvr.extrapolate import alpharl_predict, is_update_matrix, rank_k_state_dict
 
@@ -21,7 +22,8 @@ from nanorlvr.extrapolate import alpharl_predict, is_update_matrix, rank_k_state
 # Paper 3: the rank-k model and AlphaRL
 
 
-# Paper 3 (AlphaRL, arXiv 2510.00553), rank-1 model: W_base + (||dW||_F / ||dW_1||_F) dW_1 per update matrix, recovery of the RL gain
+# Paper 3 (AlphaRL, arXiv 2510.00553), rank-1 model: W_base + (||dW||_F / ||dW_1||_F) dW_1 per update matrix,
+# and how much of the RL gain it recovers
 def rank_k_model(base_path, rl_path, k=1, device="cpu"):
     """(model with the rank-k weights on `device`, {matrix: share of the update's energy in its top component})."""
     sd, shares = rank_k_state_dict(load_sd(base_path), load_sd(rl_path), k)
@@ -55,7 +57,8 @@ def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
     return report, summary
 
 
-# Paper 3 (AlphaRL, arXiv 2510.00553), label-free: a_k = s1_k u1_k fit linearly in step over a window, W_pred = W_0 + a* v1_K^T
+# Paper 3 (AlphaRL, arXiv 2510.00553), label-free: a_k = s1_k u1_k fit linearly in step over a window,
+# W_pred = W_0 + a* v1_K^T
 def alpharl_model(paths, steps, window, target_step, add_to="w0", with_w0=False, device="cpu", rescale=False):
     """The model AlphaRL predicts at target_step from checkpoints paths[1..window] (and paths[0] = W_0 as the
     point a = 0 if with_w0). Streams each update matrix across the window; other tensors are those of W_K.

@@ -25,9 +25,9 @@ in the step, so one can extrapolate.
                                                 [analyze.py linearity]
     Eq. 1, logits extrapolation                 kernels.logits_extrapolation, lockstep.generate_lockstep
                                                 [sample.py --extrapolate=logits]
-    Eq. 2, weight extrapolation                 extrapolate.extrapolate_weights, paper2_linearity.run_extrapolate
-                                                [analyze.py extrapolate]
-    Eq. 3, RL-Extra                             extrapolate.rl_extra_jump, extrapolate.RLExtra in train.py's loop
+    Eq. 2, weight extrapolation                 extrapolate.extrapolate_weights,
+                                                paper2_linearity.run_extrapolate [analyze.py extrapolate]
+    Eq. 3, RL-Extra                             extrapolate.rl_extra_jump, extrapolate.RLExtra (train.py's loop)
                                                 [train.py --rl_extra=m,n --rl_extra_optimizer]
 
 Paper 3. AlphaRL: "On Predictability of Reinforcement Learning Dynamics for Large Language Models",

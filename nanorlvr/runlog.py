@@ -30,14 +30,16 @@ def log_step(row, total_steps, eta):
     if "skipped" in row:
         log(f"warning: step {row['step']}: {row['skipped']}")
     if row["truncated"] > 0.5:
-        log(f"warning: step {row['step']}: {row['truncated']:.0%} of samples truncated: raise --max_new_tokens")
+        log(f"warning: step {row['step']}: {row['truncated']:.0%} of samples truncated: "
+            "raise --max_new_tokens")
     log(f"step {step:4d}/{total_steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} "
         f"len {row['len']:.1f} ent {row.get('entropy', float('nan')):.3f} "
         f"clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
         f"gnorm {row.get('grad_norm', 0):.2f} | gen {row['s_gen']:.1f}s ver {row['s_verify']:.1f}s "
         f"upd {row['s_update']:.1f}s {row['tok_per_s']:.0f} tok/s | eta {eta}")
     if row.get("zero_var_frac", 0) == 1.0:
-        log(f"warning: step {step}: every group has equal rewards: zero gradient (task too easy or too hard?)")
+        log(f"warning: step {step}: every group has equal rewards: zero gradient "
+            "(task too easy or too hard?)")
 
 
 def eval_line(name, r, k):

@@ -158,5 +158,5 @@ def test_bad_world_splits_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(dist, "barrier", lambda: None)
     (tmp_path / "config.json").write_text("{}")  # a base folder (what the flags are checked against)
     with pytest.raises(UsageError, match="--prompts_per_step=4: must be a multiple of the 3 ranks"):
-        train.run(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--base_dir={tmp_path}",
+        train.setup(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--base_dir={tmp_path}",
                                                                 f"--data_dir={tmp_path}/data"]), "cpu")

@@ -227,7 +227,7 @@ def test_a_budget_past_the_models_context_is_refused_before_training(tmp_path, c
 # one bad value per kind of check in TrainConfig.validate (and the flag the message must name)
 BAD = [("--steps=0", "steps"), ("--sft_steps=-1", "sft_steps"), ("--sft_batch=0", "sft_batch"),
        ("--micro_batch=-2", "micro_batch"), ("--gen_batch=-1", "gen_batch"), ("--n_eval=0", "n_eval"),
-       ("--eval_k=0", "eval_k"), ("--max_new_tokens=0", "max_new_tokens"), ("--mu=0", "mu"),
+       ("--eval_k=-1", "eval_k"), ("--max_new_tokens=0", "max_new_tokens"), ("--mu=0", "mu"),
        ("--n_minibatches=0", "n_minibatches"), ("--save_every=0", "save_every"), ("--verify_workers=0", "verify_workers"),
        ("--threads=-1", "threads"), ("--warmup=-1", "warmup"), ("--n_head=128", "n_head"), ("--n_embd=30", "n_head"), ("--seed=-1", "seed"),
        ("--p_direct=1.5", "p_direct"), ("--p_direct=-0.1", "p_direct"), ("--top_p=0", "top_p"), ("--top_p=1.01", "top_p"),
