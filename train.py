@@ -371,7 +371,7 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
 # GRPO: batch -> rollout -> update -> log -> (RL-Extra jump) -> eval -> save, step after step
 
 
-def train_grpo(cfg, device, enc, train, test, fmt, precision):
+def train_grpo(cfg, device, train, test, fmt, precision):
     """GRPO from the SFT base (or --init_from) into out_dir/run. Returns (the base model's evaluation, the
     final one (None if halted), the number of real steps)."""
     run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
@@ -494,7 +494,7 @@ def main(argv=None):
             if cfg.init_from and cfg.stage == "all":
                 log(f"--init_from: GRPO starts from {cfg.init_from} itself (for SFT first: --stage=sft, then "
                     f"--stage=grpo --init_from={cfg.base_dir})")
-            base, final, real_steps = train_grpo(cfg, device, enc, train, test, fmt, precision)
+            base, final, real_steps = train_grpo(cfg, device, train, test, fmt, precision)
             if final is not None and dist.is_main():
                 write_summary(cfg, base, final, real_steps, len(test), time.time() - t_start)
     finally:

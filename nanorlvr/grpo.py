@@ -21,8 +21,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from nanorlvr import dist
-from nanorlvr import grpo_loss
+from nanorlvr import dist, grpo_loss
 from nanorlvr.common import UsageError
 from nanorlvr.engine import completion_logprobs, generate, pack
 from nanorlvr.evaluate import score
@@ -201,9 +200,11 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg: GRPOConfig, ref
     if not dist.any_(keep.any() and adv[keep].abs().any()):
         stats["skipped"] = "no row has a non-zero advantage"
         return stats
-    # The loss is divided by one normaliser for the whole step, summed over ranks: the ranks' losses add up
-    # to the loss of the whole batch. Rows with zero advantage have exactly zero policy gradient: without a
-    # KL term they only count in that normaliser, so they are left out of the forward/backward.
+    # The normaliser, written once: minibatch loss = sum of its per-token losses / (full_norm * part / whole),
+    # full_norm that of the whole step over all ranks (grpo_loss.loss_normaliser: tokens for token-mean), and
+    # part / whole the minibatch's share of the step (minibatches): the losses of the minibatches and of the
+    # ranks add up to the loss of the whole batch. Rows with zero advantage have exactly zero policy gradient:
+    # without a KL term they only count in full_norm, so they are left out of the forward/backward.
     full_norm = grpo_loss.loss_normaliser(torch.arange(cfg.max_new_tokens)[None, :] < lengths[keep, None],
                                           cfg.loss_agg, constant=cfg.max_new_tokens)
     full_norm = dist.sum_(full_norm)
@@ -238,7 +239,7 @@ def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg: GRPOConfig, ref
         for mb, part, whole in minibatches(perm, cfg.n_minibatches, world):
             # one optimizer step: the gradient of this minibatch's loss, accumulated over its micro-batches
             mb = mb.to(device)
-            norm = full_norm * part / whole  # this minibatch's share of the step's normaliser
+            norm = full_norm * part / whole
             optimizer.zero_grad(set_to_none=True)
             parts, mb_loss, bad = [], 0.0, None
             for c in micro_batches(mb, micro, seq_lens):
