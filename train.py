@@ -12,6 +12,9 @@ with the held-out accuracy before and after RL.
     python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...
                                                      # a real model (docs/scaling.md)
     torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/dist.py)
+
+The file reads top to bottom: config -> setup -> SFT -> the GRPO loop -> summary (main, at the end). One
+GRPO step is nanorlvr/grpo.py (rollout, grpo_update) and its maths nanorlvr/grpo_loss.py.
 """
 import hashlib
 import json
@@ -40,6 +43,9 @@ from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_in
 from nanorlvr.runlog import eval_line, log_step, step_row
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
+
+# -----------------------------------------------------------------------------
+# config: every flag, with a laptop-safe default, checked before anything runs
 
 
 @dataclass
@@ -205,6 +211,7 @@ CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llam
 
 
 def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
+    """AdamW and its schedule: linear warmup, then constant or a cosine down to 0.1 of lr."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
     def factor(step):
