@@ -157,7 +157,8 @@ def jsonable(x):
 def main(argv=None):
     cfg = parse_config(COMMANDS, argv, description=__doc__.strip().split("\n\n")[0])
     cmd = next(name for name, cls in COMMANDS.items() if type(cfg) is cls)
-    from nanorlvr import analyses_weights as W  # after parsing: --help stays fast
+    # after parsing, so that --help stays fast
+    from nanorlvr import paper1_direction, paper2_linearity, paper3_alpharl
     from nanorlvr.evaluate import evaluator
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -180,23 +181,23 @@ def main(argv=None):
     log(f"analyze {cmd} on {device}, {len(problems[:cfg.n_eval])} problems, budget {max_new_tokens} tokens, "
         f"writing to {out}")
     if cmd == "dlogp":
-        from nanorlvr.analyses_tokens import run_dlogp
-        report, summary = run_dlogp(base, rl, out, fmt, problems[:cfg.n_prompts], evaluate_fn,
-                                    samples=cfg.samples, ratios=floats(cfg.ratios, "--ratios"),
-                                    criteria=cfg.criteria.split(","), max_new_tokens=max_new_tokens,
-                                    temperature=cfg.temperature, top_p=cfg.top_p, k=cfg.k, seed=cfg.seed,
-                                    batch_size=cfg.batch_size, device=device)
+        report, summary = paper1_direction.run_dlogp(
+            base, rl, out, fmt, problems[:cfg.n_prompts], evaluate_fn, samples=cfg.samples,
+            ratios=floats(cfg.ratios, "--ratios"), criteria=cfg.criteria.split(","),
+            max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, k=cfg.k,
+            seed=cfg.seed, batch_size=cfg.batch_size, device=device)
     elif cmd == "linearity":
-        report, summary = W.run_linearity(cfg.run, out, fmt, problems[:cfg.n_probe], device, max_new_tokens,
-                                          cfg.temperature, cfg.seed, cfg.batch_size, cfg.control or None)
+        report, summary = paper2_linearity.run_linearity(
+            cfg.run, out, fmt, problems[:cfg.n_probe], device, max_new_tokens, cfg.temperature, cfg.seed,
+            cfg.batch_size, cfg.control or None)
     elif cmd == "rank1":
-        report, summary = W.run_rank1(base, rl, out, evaluate_fn, cfg.rank, device)
+        report, summary = paper3_alpharl.run_rank1(base, rl, out, evaluate_fn, cfg.rank, device)
     elif cmd == "alpharl":
-        report, summary = W.run_alpharl(cfg.run, out, evaluate_fn, ints(cfg.window, "--window"), cfg.add_to,
-                                        cfg.with_w0, device)
+        report, summary = paper3_alpharl.run_alpharl(cfg.run, out, evaluate_fn, ints(cfg.window, "--window"),
+                                                     cfg.add_to, cfg.with_w0, device)
     else:
-        report, summary = W.run_extrapolate(cfg.run, out, evaluate_fn, cfg.t0, cfg.t1,
-                                            floats(cfg.alpha, "--alpha"), device)
+        report, summary = paper2_linearity.run_extrapolate(cfg.run, out, evaluate_fn, cfg.t0, cfg.t1,
+                                                           floats(cfg.alpha, "--alpha"), device)
     seconds = time.time() - t_start
     report_json = {"command": cmd, "args": asdict(cfg), "max_new_tokens": max_new_tokens, **report,
                    "seconds": seconds}

@@ -12,6 +12,9 @@ with the held-out accuracy before and after RL.
     python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...
                                                      # a real model (docs/scaling.md)
     torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/dist.py)
+
+The file reads top to bottom: config -> setup -> SFT -> the GRPO loop -> summary (main, at the end). One
+GRPO step is nanorlvr/grpo.py (rollout, grpo_update) and its maths nanorlvr/grpo_loss.py.
 """
 import hashlib
 import json
@@ -27,18 +30,21 @@ import torch
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist, precision as prec
 from nanorlvr.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device, rng_state,
-                             run_main, secs_str, seed_everything, set_rng_state, write_json)
+                             run_main, secs_str, seed_everything, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import RLExtra
-from nanorlvr.grpo import GRPOConfig
+from nanorlvr.grpo import GRPOConfig, grpo_update, informative_rollout, micro_batches, packed_rows, rollout
 from nanorlvr.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
-from nanorlvr.rl import grpo_update, informative_rollout, micro_batches, packed_rows, rollout
+from nanorlvr.runlog import eval_line, log_step, step_row
 from nanorlvr.scoring import completion_logprobs, pack
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
+
+# -----------------------------------------------------------------------------
+# config: every flag, with a laptop-safe default, checked before anything runs
 
 
 @dataclass
@@ -158,7 +164,8 @@ class TrainConfig:
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
         need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
-        need(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer", "must be at most --max_new_tokens")
+        need(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer",
+             "must be at most --max_new_tokens")
         # the toy's head width: even, as rotary embeddings turn pairs of dimensions
         hd = self.n_embd // self.n_head
         need(hd >= 2 and hd % 2 == 0, "n_head",
@@ -198,7 +205,12 @@ CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llam
            "reweight": ("none", "lowprob", "dominate"), "rl_extra_optimizer": ("reset", "keep")}
 
 
+# -----------------------------------------------------------------------------
+# setup: the optimizer, the data, the model's size, evaluation and what each checkpoint says about itself
+
+
 def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
+    """AdamW and its schedule: linear warmup, then constant or a cosine down to 0.1 of lr."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
     def factor(step):
@@ -210,28 +222,72 @@ def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def eval_line(name, r, k):
-    """Accuracies, each beside the share of its responses truncated (which score 0)."""
-    line = f"{name}: greedy {r['greedy_acc']:.3f} (exact match {r['greedy_exact_match']:.3f}, truncated " \
-           f"{r['greedy_truncated']:.3f})"
-    if k:
-        line += f"  avg@{k} {r[f'avg{k}']:.3f}  pass@{k} {r[f'pass{k}']:.3f} (truncated {r['truncated']:.3f})"
-    return line
-
-
-def eval_settings(cfg, test):
-    questions = hashlib.md5("\n".join(p["question"] for p in test).encode()).hexdigest()
-    return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature,
-            "max_new_tokens": cfg.max_new_tokens}
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+def toy_task(cfg):
+    return TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
 
 
 def toy_model_config(cfg, enc):
     return GPTConfig(vocab_size=enc.n_vocab, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head,
                      n_kv_head=cfg.n_head, max_seq_len=128)
+
+
+def load_task(cfg):
+    """(enc, prompt format, train, test): the toy's or --init_from's tokenizer, the toy task or --data."""
+    fmt = ChatFormat.from_pretrained(cfg.init_from, cfg.chat_style, cfg.system_prompt) if cfg.init_from \
+        else ToyFormat(toy_tokenizer())
+    if cfg.data:
+        train = load_jsonl(cfg.data)
+        if cfg.test_data:
+            return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
+        if len(train) <= cfg.n_eval:
+            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to "
+                             "hold out that many for evaluation: pass --test_data or a smaller --n_eval")
+        return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
+    task = toy_task(cfg)
+    if dist.is_main():  # one writer
+        ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
+    dist.barrier()
+    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train,
+                                            n_test=max(cfg.n_test, cfg.n_eval))
+    return fmt.enc, fmt, load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
+
+
+def setup(cfg, device):
+    """Checks that need the world size and the model's context, then the data: (precision, sft, enc, fmt,
+    train, test), sft telling whether the base model is trained first."""
+    precision = prec.resolve_precision(cfg.precision, device)
+    has_base = (Path(cfg.base_dir) / "config.json").exists()
+    sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not has_base)
+    W = dist.world()  # known only now (torchrun): still before any data or model
+    if W > 1 and sft:
+        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without "
+                         "torchrun first")
+    if cfg.prompts_per_step % W:
+        raise UsageError(f"--prompts_per_step={cfg.prompts_per_step}: must be a multiple of the {W} ranks "
+                         "(each rank takes whole prompt groups)")
+    enc, fmt, train, test = load_task(cfg)
+    if len(test) < W:
+        raise UsageError(f"--n_eval={cfg.n_eval}: {len(test)} eval problems cannot be split over {W} ranks")
+    log(f"device {device} x {W} ({precision}); data {len(train)} train / {len(test)} eval problems; "
+        f"out {cfg.out_dir}")
+    # the longest prompt and the budget must fit the model's context, or generation fails mid-run
+    src = cfg.init_from or (None if sft else cfg.base_dir)
+    mcfg = (config_from_hf(json.loads((Path(src) / "config.json").read_text())) if src
+            else toy_model_config(cfg, enc))
+    longest = max(len(fmt.encode(p["question"])) for p in train + test)
+    if longest + cfg.max_new_tokens > mcfg.max_seq_len:
+        raise UsageError(f"--max_new_tokens={cfg.max_new_tokens}: the longest prompt ({longest} tokens) and "
+                         f"the budget exceed the model's context of {mcfg.max_seq_len}: "
+                         f"at most {mcfg.max_seq_len - longest}")
+    if cfg.init_from or device.startswith("cuda"):  # what the GPU must hold, before it fails to
+        rows = cfg.prompts_per_step * cfg.group_size // W
+        eval_rows = min(len(test) * max(1, cfg.eval_k) // W, cfg.gen_batch or 1024)
+        mem = prec.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
+                                   update_rows=cfg.micro_batch or math.ceil(rows / cfg.n_minibatches),
+                                   prompt_len=longest, new_tokens=cfg.max_new_tokens, precision=precision,
+                                   grad_ckpt=cfg.grad_ckpt, kl=cfg.kl_coef > 0)
+        log(prec.memory_line(mem))
+    return precision, sft, enc, fmt, train, test
 
 
 def static_decode(cfg, model):
@@ -248,6 +304,16 @@ def run_eval(cfg, model, fmt, test):
     return dist.combine_evals(r)
 
 
+def eval_settings(cfg, test):
+    questions = hashlib.md5("\n".join(p["question"] for p in test).encode()).hexdigest()
+    return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature,
+            "max_new_tokens": cfg.max_new_tokens}
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
 def run_info(cfg, fmt):
     """nanorlvr.json of every checkpoint this run writes: its prompt format, task and budget (prompts.py), so
     that sample.py and analyze.py prompt and evaluate it as this run did."""
@@ -257,6 +323,10 @@ def run_info(cfg, fmt):
     else:
         task = {"toy": asdict(toy_task(cfg)), "n_train": cfg.n_train, "n_test": max(cfg.n_test, cfg.n_eval)}
     return checkpoint_info(fmt, task, cfg.max_new_tokens)
+
+
+# -----------------------------------------------------------------------------
+# SFT: the base model RL starts from
 
 
 def train_sft(cfg, device, enc, train, test, fmt, precision):
@@ -303,112 +373,80 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
     return model, r
 
 
-def train_grpo(cfg, device, enc, train, test, fmt, precision):
+# -----------------------------------------------------------------------------
+# GRPO: batch -> rollout -> update -> log -> (RL-Extra jump) -> eval -> save, step after step
+
+
+def train_grpo(cfg, device, train, test, fmt, precision):
+    """GRPO from the SFT base (or --init_from) into out_dir/run. Returns (the base model's evaluation, the
+    final one (None if halted), the number of real steps)."""
     run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
     run_dir.mkdir(parents=True, exist_ok=True)
     src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, prec.weight_dtype(precision), cfg.init_from or None
     model = ckpt.load_model(src, device=device, dtype=wdtype)
+    # the KL term's reference: the starting weights, frozen (loaded only if --kl_coef uses it)
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
-    optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps,
-                                          cfg.schedule)
+
+    def new_optimizer(model, warmup=cfg.warmup):
+        return make_optimizer(model, cfg.lr, cfg.weight_decay, warmup, cfg.steps, cfg.schedule)
+
+    def evaluate_base(model):  # the SFT stage's evaluation if it has these settings (and a truncated share)
+        r = read_json(Path(src) / "eval.json")
+        if not r or r.get("settings") != eval_settings(cfg, test) or "greedy_truncated" not in r:
+            r = run_eval(cfg, prec.SamplingCopy(model, precision).get(), fmt, test)
+        log(eval_line("step 0 (base)", r, cfg.eval_k))
+        return r
+
+    # resume a killed run exactly where its last checkpoint left it, or start: step 0 saved and evaluated
+    model, optimizer, scheduler, start = ckpt.resume_or_start(
+        run_dir, cfg.resume, model, new_optimizer, evaluate_base, seed=cfg.seed, device=device, dtype=wdtype,
+        tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
+    step, real_steps, base_eval = start["step"], start["real_steps"], start["base_eval"]
+    # paper 2's RL-Extra (m real steps, then a jump of n virtual ones); after a jump a fresh optimizer (reset)
     m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)  # validated as "m,n"
-    step, base_eval, extra = 0, None, RLExtra(m, n)  # extra: paper 2's RL-Extra (segment start, jumps)
-    state = ckpt.load_trainer_state(run_dir) if cfg.resume else None
-    if state is not None:
-        step = state["step"]
-        model = ckpt.load_model(ckpt.step_dir(run_dir, step), device=device, dtype=wdtype)
-        optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.steps,
-                                              cfg.schedule)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        base_eval = state.get("base_eval")
-        if main_rank:  # the steps after the checkpoint are replayed: drop their rows, so each is logged once
-            ckpt.rewind_metrics(run_dir, step)
-        extra.load(state.get("segment_start"), device)
-        log(f"resumed {run_dir} at step {step}")
-    else:
-        if cfg.resume:
-            log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
-        # a fresh run draws its minibatch orders from the global RNG: seeded here, not only by the SFT stage
-        seed_everything(cfg.seed)
-        if main_rank:
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            ckpt.save_model(model, ckpt.step_dir(run_dir, 0), tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
-        base_eval = read_json(Path(src) / "eval.json")  # the SFT stage's evaluation, if it matches
-        # (one without a truncated share is from before truncated answers scored 0: evaluate again)
-        if (not base_eval or base_eval.get("settings") != eval_settings(cfg, test)
-                or "greedy_truncated" not in base_eval):
-            base_eval = run_eval(cfg, prec.SamplingCopy(model, precision).get(), fmt, test)
-        log(eval_line("step 0 (base)", base_eval, cfg.eval_k))
-        if main_rank:
-            append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": base_eval})
+    reset = cfg.rl_extra_optimizer == "reset"
+    extra = RLExtra(m, n, new_optimizer=(lambda model: new_optimizer(model, warmup=0)) if reset else None)
+    extra.load(start["segment_start"], device)
     sampler = prec.SamplingCopy(model, precision)  # the weights rollouts and evaluations sample from (precision.py)
     model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     if m and extra.segment_start is None:
         extra.start(step, model)
-
     P, G, update_cfg = cfg.prompts_per_step, cfg.group_size, GRPOConfig.from_config(cfg)
-    prog = Progress(cfg.steps, start=step)
-    real_steps = state["real_steps"] if state else 0
-    first_step = step
-    halt_after = int(os.environ.get(HALT_AFTER, "0"))
+
+    def rollout_round(step, r):
+        """This rank's whole groups of the step's P prompts x G samples, each scored by the verifier. Prompts
+        and seed depend on the step, round and rank alone, so a resumed run samples the same completions;
+        round r > 0 is DAPO's refill, a fresh draw of prompts (another data order)."""
+        rank = dist.rank()
+        batch = step_batch(train, step, P, cfg.seed + 7919 * r)[rank * P // W:(rank + 1) * P // W]
+        return rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
+                       seed=(cfg.seed * 1000003 + step + 104729 * r) * W + rank, top_p=cfg.top_p,
+                       workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
+                       static=static_decode(cfg, model))
+
+    prog, first_step, halt_after = Progress(cfg.steps, start=step), step, int(os.environ.get(HALT_AFTER, "0"))
     while step < cfg.steps:
-        # a test's stand-in for a killed run (HALT_AFTER): what is saved so far must resume exactly
-        if halt_after and step - first_step >= halt_after:
+        if halt_after and step - first_step >= halt_after:  # a test's stand-in for a killed run
             log(f"halting after {halt_after} steps (${HALT_AFTER}): continue with --resume=true")
             return base_eval, None, real_steps
-        # the step's P prompts depend on the step alone (a resumed run needs no data state); whole groups
-        # per rank
-        def sample_round(r):  # round r > 0: DAPO's refill, a fresh draw of prompts (another data order)
-            batch = step_batch(train, step, P, cfg.seed + 7919 * r)[dist.rank() * P // W:(dist.rank() + 1) * P // W]
-            # rollout: G samples per prompt from the sampling copy, each scored by the verifier (0/1 reward);
-            # the seed depends on the step, round and rank only, so a resumed run samples the same completions
-            return rollout(sampler.get(), fmt, batch, G, cfg.max_new_tokens, cfg.temperature,
-                           seed=(cfg.seed * 1000003 + step + 104729 * r) * W + dist.rank(), top_p=cfg.top_p,
-                           workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
-                           static=static_decode(cfg, model))
-        # dynamic sampling: only groups whose rewards differ carry a gradient; refill the batch with them
-        if cfg.dynamic_sampling:
-            roll, sampling = informative_rollout(sample_round, P // W, G, cfg.sample_rounds)
-        else:
-            roll, sampling = sample_round(0), {}
-        # update: group advantages -> clipped loss -> optimizer step(s) (rl.grpo_update)
-        t1 = time.time()
-        stats = {**grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx), **sampling}
+        # batch + rollout: G samples per prompt scored 0/1; only groups whose rewards differ carry a gradient,
+        # so dynamic sampling refills the batch with them
+        roll, sampling = (informative_rollout(lambda r: rollout_round(step, r), P // W, G, cfg.sample_rounds)
+                          if cfg.dynamic_sampling else (rollout_round(step, 0), {}))
+        # update: group advantages -> clipped loss -> optimizer step(s)
+        t_update = time.time()
+        stats = grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1
-        t2 = time.time()
-        # one metrics row per step, averaged over ranks; warnings for what would make the step useless
-        lens = torch.tensor([len(c) for c in roll.completions], dtype=torch.float)
-        row = {"step": step, "real_steps": real_steps, "reward": roll.rewards.mean().item(),
-               "pass_rate": roll.rewards.view(-1, G).amax(1).mean().item(), "len": lens.mean().item(),
-               "truncated": roll.truncated.float().mean().item(), "s_gen": roll.seconds_gen,
-               "s_verify": roll.seconds_verify, "s_update": t2 - t1,
-               "tok_per_s": lens.sum().item() / roll.seconds_gen, **stats}
-        row = dist.mean_dict(row, sum_keys=("rows_used", "tok_per_s"))  # over ranks
-        if "skipped" in stats:
-            log(f"warning: step {step}: {stats['skipped']}")
-        if row["truncated"] > 0.5:
-            log(f"warning: step {step}: {row['truncated']:.0%} of samples truncated: raise --max_new_tokens")
-        # paper 2, Eq. 3 (RL-Extra): after m real steps, jump along the last segment's direction; the last
-        # jump stops at --steps, so the checkpoint's step is its true one
+        row = step_row(step, real_steps, roll, {**stats, **sampling}, G, time.time() - t_update)
+        # paper 2, Eq. 3 (RL-Extra): after m real steps, jump along the segment just trained; the last jump
+        # stops at --steps, so the checkpoint's step is its true one
         jump = extra.jump(model, real_steps, step, cfg.steps)
         if jump:
-            if cfg.rl_extra_optimizer == "reset":  # the moments belong to the weights before the jump
-                optimizer, scheduler = make_optimizer(model, cfg.lr, cfg.weight_decay, 0, cfg.steps,
-                                                      cfg.schedule)
+            optimizer, scheduler = extra.optimizer_after_jump(model, optimizer, scheduler)
             step += jump
             row["rl_extra_jump_to"] = step
-        log(f"step {step:4d}/{cfg.steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} "
-            f"len {row['len']:.1f} ent {row.get('entropy', float('nan')):.3f} "
-            f"clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
-            f"gnorm {row.get('grad_norm', 0):.2f} | gen {roll.seconds_gen:.1f}s "
-            f"ver {roll.seconds_verify:.1f}s "
-            f"upd {t2 - t1:.1f}s {row['tok_per_s']:.0f} tok/s | eta {prog.eta(step - 1)}")
-        if stats.get("zero_var_frac", 0) == 1.0:
-            log(f"warning: step {step}: every group has equal rewards: zero gradient "
-                "(task too easy or too hard?)")
+        log_step(row, cfg.steps, prog.eta(step - 1))
         # evaluation on the held-out problems every --eval_every steps (the final one follows the loop)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             row["eval"] = run_eval(cfg, sampler.get(), fmt, test)
@@ -416,14 +454,11 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", row)
         # checkpoint: the weights (a Hugging Face directory) and all --resume needs to continue exactly
-        if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or "rl_extra_jump_to" in row):
-            ckpt.save_model(model, ckpt.step_dir(run_dir, step), tokenizer_dir=tok_dir,
-                            info=run_info(cfg, fmt))
-            ckpt.save_trainer_state({"step": step, "real_steps": real_steps,
-                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "rng": rng_state(), "data_pos": step * P,
-                                     "segment_start": extra.segment_start, "base_eval": base_eval,
-                                     "config": vars(cfg)}, run_dir)
+        if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or jump):
+            state = {"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
+                     "segment_start": extra.segment_start, "base_eval": base_eval, "config": vars(cfg)}
+            ckpt.save_checkpoint(run_dir, step, model, state, tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
     final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
@@ -432,86 +467,23 @@ def train_grpo(cfg, device, enc, train, test, fmt, precision):
     return base_eval, final_eval, real_steps
 
 
-def toy_task(cfg):
-    return TaskConfig(n_ops=cfg.n_ops, max_num=cfg.max_num, p_direct=cfg.p_direct)
+# -----------------------------------------------------------------------------
+# summary: the held-out accuracies before and after RL
 
 
-def load_task(cfg):
-    """(enc, prompt format, train, test): the toy's or --init_from's tokenizer, the toy task or --data."""
-    fmt = ChatFormat.from_pretrained(cfg.init_from, cfg.chat_style, cfg.system_prompt) if cfg.init_from \
-        else ToyFormat(toy_tokenizer())
-    if cfg.data:
-        train = load_jsonl(cfg.data)
-        if cfg.test_data:
-            return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
-        if len(train) <= cfg.n_eval:
-            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to "
-                             "hold out that many for evaluation: pass --test_data or a smaller --n_eval")
-        return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
-    task = toy_task(cfg)
-    if dist.is_main():  # one writer
-        ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
-    dist.barrier()
-    train_path, test_path = ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train,
-                                            n_test=max(cfg.n_test, cfg.n_eval))
-    return fmt.enc, fmt, load_jsonl(train_path), load_jsonl(test_path)[:cfg.n_eval]
-
-
-def run(cfg, device):
-    """Checks that need the world size and the model's context; then SFT (if needed), GRPO, summary."""
-    t_start = time.time()
-    precision = prec.resolve_precision(cfg.precision, device)
-    has_base = (Path(cfg.base_dir) / "config.json").exists()
-    sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not has_base)
-    W = dist.world()  # known only now (torchrun): still before any data or model
-    if W > 1 and sft:
-        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without "
-                         "torchrun first")
-    if cfg.prompts_per_step % W:
-        raise UsageError(f"--prompts_per_step={cfg.prompts_per_step}: must be a multiple of the {W} ranks "
-                         "(each rank takes whole prompt groups)")
-    enc, fmt, train, test = load_task(cfg)
-    if len(test) < W:
-        raise UsageError(f"--n_eval={cfg.n_eval}: {len(test)} eval problems cannot be split over {W} ranks")
-    log(f"device {device} x {W} ({precision}); data {len(train)} train / {len(test)} eval problems; "
-        f"out {cfg.out_dir}")
-    # the longest prompt and the budget must fit the model's context, or generation fails mid-run
-    src = cfg.init_from or (None if sft else cfg.base_dir)
-    mcfg = (config_from_hf(json.loads((Path(src) / "config.json").read_text())) if src
-            else toy_model_config(cfg, enc))
-    longest = max(len(fmt.encode(p["question"])) for p in train + test)
-    if longest + cfg.max_new_tokens > mcfg.max_seq_len:
-        raise UsageError(f"--max_new_tokens={cfg.max_new_tokens}: the longest prompt ({longest} tokens) and "
-                         f"the budget exceed the model's context of {mcfg.max_seq_len}: "
-                         f"at most {mcfg.max_seq_len - longest}")
-    if cfg.init_from or device.startswith("cuda"):
-        rows = cfg.prompts_per_step * cfg.group_size // W
-        eval_rows = min(len(test) * max(1, cfg.eval_k) // W, cfg.gen_batch or 1024)
-        mem = prec.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
-                                   update_rows=cfg.micro_batch or math.ceil(rows / cfg.n_minibatches),
-                                   prompt_len=longest, new_tokens=cfg.max_new_tokens, precision=precision,
-                                   grad_ckpt=cfg.grad_ckpt, kl=cfg.kl_coef > 0)
-        log(prec.memory_line(mem))
-    if sft:
-        train_sft(cfg, device, enc, train, test, fmt, precision)
-    if cfg.stage in ("grpo", "all"):
-        if cfg.init_from and cfg.stage == "all":
-            log(f"--init_from: GRPO starts from {cfg.init_from} itself (for SFT first: --stage=sft, then "
-                f"--stage=grpo --init_from={cfg.base_dir})")
-        base, final, real = train_grpo(cfg, device, enc, train, test, fmt, precision)
-        if final is None or not dist.is_main():
-            return
-        k = cfg.eval_k
-        names = ["greedy_acc", "greedy_truncated"] + ([f"avg{k}", f"pass{k}", "truncated"] if k else [])
-        # base_* and final_* of every accuracy, and the shares of their samples truncated
-        summary = {f"{when}_{name}": r[name] for name in names for when, r in (("base", base), ("final", final))}
-        summary.update({"n_eval": len(test), "steps": cfg.steps, "real_steps": real,
-                        "wall_seconds": time.time() - t_start, "config": vars(cfg)})
-        write_json(Path(cfg.out_dir) / "summary.json", summary)
-        log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
-        for name in names:
-            log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
-        log(f"wall time {secs_str(summary['wall_seconds'])}; summary in {Path(cfg.out_dir) / 'summary.json'}")
+def write_summary(cfg, base, final, real_steps, n_eval, seconds):
+    """out_dir/summary.json (bench/ reads its keys) and the before/after table on the console."""
+    k = cfg.eval_k
+    names = ["greedy_acc", "greedy_truncated"] + ([f"avg{k}", f"pass{k}", "truncated"] if k else [])
+    # base_* and final_* of every accuracy, and the shares of their samples truncated
+    summary = {f"{when}_{name}": r[name] for name in names for when, r in (("base", base), ("final", final))}
+    summary.update({"n_eval": n_eval, "steps": cfg.steps, "real_steps": real_steps,
+                    "wall_seconds": seconds, "config": vars(cfg)})
+    write_json(Path(cfg.out_dir) / "summary.json", summary)
+    log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
+    for name in names:
+        log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
+    log(f"wall time {secs_str(seconds)}; summary in {Path(cfg.out_dir) / 'summary.json'}")
 
 
 def main(argv=None):
@@ -520,7 +492,17 @@ def main(argv=None):
         torch.set_num_threads(cfg.threads)
     device = dist.init(pick_device(cfg.device))
     try:
-        run(cfg, device)
+        t_start = time.time()
+        precision, sft, enc, fmt, train, test = setup(cfg, device)
+        if sft:
+            train_sft(cfg, device, enc, train, test, fmt, precision)
+        if cfg.stage in ("grpo", "all"):
+            if cfg.init_from and cfg.stage == "all":
+                log(f"--init_from: GRPO starts from {cfg.init_from} itself (for SFT first: --stage=sft, then "
+                    f"--stage=grpo --init_from={cfg.base_dir})")
+            base, final, real_steps = train_grpo(cfg, device, train, test, fmt, precision)
+            if final is not None and dist.is_main():
+                write_summary(cfg, base, final, real_steps, len(test), time.time() - t_start)
     finally:
         dist.shutdown()
 

@@ -1,6 +1,6 @@
 """
 Time and memory of one GRPO step as train.py runs it on a GPU: one rollout (the engine, from the bf16
-sampling copy) and one update (rl.grpo_update: fp32 master weights, bf16 autocast, micro-batches, AdamW),
+sampling copy) and one update (grpo.grpo_update: fp32 master weights, bf16 autocast, micro-batches, AdamW),
 with and without gradient checkpointing, on a Qwen2.5-0.5B-shaped model with random weights
 (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151936, tied). Every row runs all
 --new_tokens (no stop token), and every group has mixed rewards, so every row is in the update.
@@ -21,9 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import precision  # noqa: E402
 from nanorlvr.engine import generate  # noqa: E402
-from nanorlvr.grpo import GRPOConfig  # noqa: E402
+from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
-from nanorlvr.rl import Rollout, grpo_update  # noqa: E402
 
 QWEN = dict(arch="llama", vocab_size=151936, max_seq_len=32768, rope_theta=1e6, norm_eps=1e-6, qkv_bias=True)
 SHAPES = {  # Qwen2.5 instruct models

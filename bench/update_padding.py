@@ -1,5 +1,5 @@
 """
-Padding in the GRPO update: micro-batches of rows grouped by length, longest first (what rl.grpo_update
+Padding in the GRPO update: micro-batches of rows grouped by length, longest first (what grpo.grpo_update
 does) against micro-batches in batch order (the naive way). Each micro-batch is padded to its
 longest row, so the order decides how many padding tokens the forward and backward compute.
 
@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanorlvr import rl  # noqa: E402
-from nanorlvr.grpo import GRPOConfig  # noqa: E402
+from nanorlvr import grpo  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
 from nanorlvr.scoring import completion_logprobs, pack  # noqa: E402
 
 
-GROUPED = rl.micro_batches
+GROUPED = grpo.micro_batches
 
 
 def in_order(rows, micro, seq_lens=None):
@@ -82,16 +81,16 @@ def main():
         old = completion_logprobs(model, idx, plen, cl)[0]
     rewards = torch.zeros(n)
     rewards[::2] = 1.0
-    roll = rl.Rollout(prompts, completions, old, torch.zeros(n, dtype=torch.bool), rewards, 0.0, 0.0)
-    cfg = GRPOConfig(group_size=8, max_new_tokens=new, mask_truncated=False, micro_batch=args.micro_batch)
+    roll = grpo.Rollout(prompts, completions, old, torch.zeros(n, dtype=torch.bool), rewards, 0.0, 0.0)
+    cfg = grpo.GRPOConfig(group_size=8, max_new_tokens=new, mask_truncated=False, micro_batch=args.micro_batch)
     times = {"in batch order": [], "grouped by length": []}
     for _ in range(args.repeats):
         for name, chunks in (("in batch order", in_order), ("grouped by length", GROUPED)):
-            rl.micro_batches = chunks
+            grpo.micro_batches = chunks
             t = time.perf_counter()
-            rl.grpo_update(model, opt, sched, roll, cfg)
+            grpo.grpo_update(model, opt, sched, roll, cfg)
             times[name].append(time.perf_counter() - t)
-    rl.micro_batches = GROUPED
+    grpo.micro_batches = GROUPED
     print(f"CPU ({torch.get_num_threads()} threads), {n} rows of {P} + median {int(clen.median())} (max "
           f"{int(clen.max())}) tokens, 4 x 256 model, micro-batch {args.micro_batch}, median of {args.repeats}:")
     for name, ts in times.items():

@@ -9,8 +9,9 @@ A run's checkpoints on disk, written so that a crash never leaves a half-written
 
 Every write goes to a temporary name first and is renamed into place. A resumed run first cuts metrics.jsonl
 back to the checkpoint it resumes from (`rewind_metrics`), so a run killed any number of times ends with the
-files of an uninterrupted one. `stream_tensors` reads one tensor at a time from many checkpoints, so
-analyses over dozens of checkpoints hold only what they need.
+files of an uninterrupted one; `resume_or_start` is where train.py begins (or resumes) a GRPO run, and
+`save_checkpoint` what it writes every --save_every steps. `stream_tensors` reads one tensor at a time from
+many checkpoints, so analyses over dozens of checkpoints hold only what they need.
 """
 import json
 import os
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from nanorlvr.common import UsageError
+from nanorlvr import dist
+from nanorlvr.common import UsageError, append_jsonl, log, seed_everything, set_rng_state
 from nanorlvr.hf import load_pretrained, save_pretrained
 
 
@@ -141,3 +143,55 @@ def stream_tensors(paths, name):
     for p in paths:
         with safe_open(str(Path(p) / "model.safetensors"), framework="pt") as f:
             yield f.get_tensor(name)
+
+
+# -----------------------------------------------------------------------------
+# where a GRPO run begins and what each of its checkpoints holds
+
+
+def resume_or_start(run_dir, resume, model, new_optimizer, evaluate_base, *, seed, device, dtype, tokenizer_dir,
+                    info):
+    """Where a GRPO run begins: at its last checkpoint (resume and a trainer_state.pt there), else at step 0.
+
+    Resuming loads that checkpoint's weights, the optimizer and schedule (new_optimizer(model), then their
+    saved states), the RNG state and the base model's evaluation, and cuts metrics.jsonl back to the
+    checkpoint: the run then continues exactly as if it had never stopped. Starting seeds the global RNGs
+    (seed_everything(seed): a fresh run draws its minibatch orders from them) and writes step_000000 (the
+    weights RL starts from, so that analyses have the base beside the steps) and evaluates them
+    (evaluate_base(model)), the first row of metrics.jsonl.
+    Returns (model, optimizer, scheduler, state), state holding step, real_steps, base_eval and
+    segment_start (RL-Extra's, extrapolate.RLExtra)."""
+    state = load_trainer_state(run_dir) if resume else None
+    if state is not None:
+        step = state["step"]
+        model = load_model(step_dir(run_dir, step), device=device, dtype=dtype)
+        optimizer, scheduler = new_optimizer(model)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        if dist.is_main():  # the steps after the checkpoint are replayed: drop their rows (each logged once)
+            rewind_metrics(run_dir, step)
+        log(f"resumed {run_dir} at step {step}")
+        return model, optimizer, scheduler, {"step": step, "real_steps": state["real_steps"],
+                                             "base_eval": state.get("base_eval"),
+                                             "segment_start": state.get("segment_start")}
+    if resume:
+        log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
+    # a fresh run draws its minibatch orders from the global RNG: seeded here, not only by the SFT stage
+    seed_everything(seed)
+    optimizer, scheduler = new_optimizer(model)
+    if dist.is_main():
+        (Path(run_dir) / "metrics.jsonl").unlink(missing_ok=True)
+        save_model(model, step_dir(run_dir, 0), tokenizer_dir=tokenizer_dir, info=info)
+    base_eval = evaluate_base(model)
+    if dist.is_main():
+        append_jsonl(Path(run_dir) / "metrics.jsonl", {"step": 0, "eval": base_eval})
+    return model, optimizer, scheduler, {"step": 0, "real_steps": 0, "base_eval": base_eval,
+                                         "segment_start": None}
+
+
+def save_checkpoint(run_dir, step, model, trainer_state, tokenizer_dir=None, info=None):
+    """One checkpoint of a run: the weights as step_XXXXXX/ (save_model), then the trainer state --resume
+    continues from (it names that step; each write is atomic, so a crash leaves the previous pair usable)."""
+    save_model(model, step_dir(run_dir, step), tokenizer_dir=tokenizer_dir, info=info)
+    save_trainer_state(trainer_state, run_dir)

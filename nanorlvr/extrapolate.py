@@ -1,14 +1,14 @@
-"""Weight-space methods on state dicts: linear extrapolation, RL-Extra jumps, rank-k updates and AlphaRL,
-plus the two output-space (logits) extrapolations the decoding loop applies per step.
+"""Weight-space methods on state dicts: linear extrapolation, RL-Extra jumps, rank-k updates and AlphaRL.
+(The two output-space (logits) extrapolations are kernels.py's, applied per decoded token by lockstep.py.)
 
 Pure functions on tensors and state dicts (dict[str, Tensor]), no I/O; one small object, RLExtra, applies the
-jumps to a model in train.py's loop. Parameter names follow the
-HF Llama convention (model.layers.{i}.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight).
+jumps to a model in train.py's loop. Parameter names follow the HF Llama convention
+(model.layers.{i}.self_attn.q_proj.weight, ..., model.norm.weight, lm_head.weight).
 All arithmetic is done in float32 (float64 if the input is float64) and cast back to the dtype of the
 checkpoint the untouched tensors come from, so bf16 checkpoints lose no precision in the differences.
-Paper 1 = "On the Direction of RLVR Updates for LLM Reasoning";
-Paper 2 = "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training";
-Paper 3 = "On Predictability of Reinforcement Learning Dynamics for Large Language Models" (AlphaRL).
+Paper 2 = "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training" (arXiv 2601.04537);
+Paper 3 = "On Predictability of Reinforcement Learning Dynamics for Large Language Models" (AlphaRL,
+arXiv 2510.00553). papers.py lists where every paper's equations live.
 """
 
 import torch
@@ -43,7 +43,7 @@ def _check_keys(*sds):
 # Paper 2: extrapolation along the line through two checkpoints
 
 
-# Paper 2 (Linearity of RLVR), Eq. 2: weight extrapolation W_t' = W_t0 + alpha (W_t1 - W_t0)
+# Paper 2 (arXiv 2601.04537), Eq. 2: weight extrapolation W_t' = W_t0 + alpha (W_t1 - W_t0)
 def extrapolate_weights(sd0, sd1, alpha):
     """Every floating-point tensor moves to W_t0 + alpha (W_t1 - W_t0); norm tensors (and non-float
     buffers) are copied from sd1. alpha = (t' - t0) / (t1 - t0); alpha = 1 returns sd1."""
@@ -58,19 +58,22 @@ def extrapolate_weights(sd0, sd1, alpha):
     return out
 
 
-# Paper 2 (Linearity of RLVR), Eq. 3: RL-Extra jump W_{s+m+n} = W_s + ((m+n)/m) (W_{s+m} - W_s)
+# Paper 2 (arXiv 2601.04537), Eq. 3: RL-Extra jump W_{s+m+n} = W_s + ((m+n)/m) (W_{s+m} - W_s)
 def rl_extra_jump(sd_s, sd_sm, m, n):
     """After m real RL steps from W_s to W_{s+m}, skip n steps by extrapolating; norms from sd_sm."""
     return extrapolate_weights(sd_s, sd_sm, (m + n) / m)
 
 
+# Paper 2 (arXiv 2601.04537), Eq. 3 in a training loop (RL-Extra)
 class RLExtra:
     """RL-Extra in a training loop: every m real steps, the model jumps n virtual steps along the segment
     it has just trained (rl_extra_jump). Holds that segment's start, (step, weights); m = 0 never jumps.
-    `segment_start` is what a checkpoint saves and `load` restores (trainer state, to resume exactly)."""
+    `segment_start` is what a checkpoint saves and `load` restores (trainer state, to resume exactly).
+    new_optimizer(model) -> (optimizer, scheduler): a fresh optimizer to continue with after each jump
+    (train.py's --rl_extra_optimizer=reset); None keeps the one the run has (keep)."""
 
-    def __init__(self, m=0, n=0):
-        self.m, self.n, self.segment_start = m, n, None
+    def __init__(self, m=0, n=0, new_optimizer=None):
+        self.m, self.n, self.segment_start, self.new_optimizer = m, n, None, new_optimizer
 
     def load(self, segment_start, device):
         """A saved segment start (None: none), moved next to the weights (trainer states load to the CPU)."""
@@ -93,6 +96,11 @@ class RLExtra:
         self.start(step + n, model)
         return n
 
+    def optimizer_after_jump(self, model, optimizer, scheduler):
+        """(optimizer, scheduler) to continue with after a jump: fresh ones if new_optimizer was given (Adam's
+        moments belong to the weights before the jump), else the same."""
+        return self.new_optimizer(model) if self.new_optimizer else (optimizer, scheduler)
+
 
 # -----------------------------------------------------------------------------
 # Paper 3: rank-k structure of the RL update
@@ -105,7 +113,8 @@ def top_component(dW):
     return S[0], U[:, 0], Vh[0]
 
 
-# Paper 3 (AlphaRL), rank-1 model: W = W_base + (||dW||_F / ||dW_k||_F) dW_k, dW_k = top-k SVD truncation of dW
+# Paper 3 (AlphaRL, arXiv 2510.00553), rank-1 model: W = W_base + (||dW||_F / ||dW_k||_F) dW_k,
+# dW_k = the top-k SVD truncation of dW
 def rank_k_update(W_base, W_rl, k=1):
     """Keep only the top-k singular directions of dW = W_rl - W_base, rescaled to dW's Frobenius norm.
     dW = 0 returns W_base."""
@@ -154,7 +163,8 @@ def linear_fit_predict(y, x, x_star):
     return y_mean + slope * (x_star - x.mean())
 
 
-# Paper 3 (AlphaRL), label-free variant: a_k = s1_k u1_k fit linearly in step, W_pred = W_0 + a* v1_K^T
+# Paper 3 (AlphaRL, arXiv 2510.00553), label-free variant: a_k = s1_k u1_k fit linearly in step,
+# W_pred = W_0 + a* v1_K^T
 def alpharl_predict(W0, window, steps, target_step, add_to="w0", rescale=False):
     """Predict the weight matrix at target_step from checkpoints W_k (k in `steps`, step order) of one matrix.
 

@@ -1,36 +1,48 @@
-"""GRPO math as pure tensor functions: group advantages, token weights, the clipped policy loss.
-
-Everything here takes tensors and returns tensors (or floats for logging); there is no model and no I/O.
-Layout conventions used throughout:
-- a batch holds N sampled responses, grouped prompt-major: rows [g*G:(g+1)*G] are the G samples of prompt g;
-- per-token tensors are (N, T) over the response positions, with a 0/1 `mask` marking real response tokens;
-- `logp` / `old_logp` / `ref_logp` are log-probabilities of the sampled tokens under the current policy,
-  the rollout (old) policy and the frozen reference policy.
 """
+One GRPO step, in two halves that train.py calls in turn:
 
+    rollout(...)      P prompts x G samples with the engine -> completions, old log-probs, rewards (verifier)
+    grpo_update(...)  group advantages (x paper 1's token weights) -> clipped loss -> optimizer step(s)
+
+The maths (advantages, weights, losses, KL) lives in grpo_loss.py as pure functions; this file moves data.
+Under torchrun each rank passes its own prompt groups; grpo_update then divides by the global normaliser
+and sums the gradients over ranks (dist.py), so the step is the one a single process would take.
+
+The rollout engine's log-probs (a bf16 copy, other kernels) differ slightly from the trainer's: every step
+logs their gap (logp_diff_mean / logp_diff_max) on the tokens of the first optimizer step's rows, whose
+weights are still the rollout's (with top_p = 1 only: a nucleus' log-probs are of another distribution).
+cfg.old_logp = "recompute" takes the old policy from the training model instead (verl's default);
+cfg.tis_cap = C > 0 also weights each token's loss by min(pi_train / pi_rollout, C) (truncated importance
+sampling, grpo_loss.tis_weights), which corrects for having sampled from the engine's distribution.
+"""
+import math
+import time
 from dataclasses import dataclass, fields
 
 import torch
 
-AGGS = ("token-mean", "seq-mean-token-mean", "seq-sum-constant")
-
+from nanorlvr import dist, grpo_loss
+from nanorlvr.common import UsageError
+from nanorlvr.engine import generate
+from nanorlvr.scoring import completion_logprobs, pack
+from nanorlvr.verifier import reward
 
 # -----------------------------------------------------------------------------
-# the settings of one GRPO update (rl.grpo_update), with the defaults train.py uses
+# the settings of one GRPO step, with the defaults train.py uses
 
 
 @dataclass
 class GRPOConfig:
-    """Everything rl.grpo_update reads. train.py's flags of the same names fill it (from_config)."""
+    """Everything grpo_update reads. train.py's flags of the same names fill it (from_config)."""
     group_size: int = 8             # G samples per prompt (DeepSeekMath's GRPO)
     max_new_tokens: int = 48        # completion budget: the constant of seq-sum-constant (Dr. GRPO)
     temperature: float = 1.0        # of the rollout; the update scores tokens at the same temperature
-    top_p: float = 1.0              # < 1: the rollout's log-probs are a nucleus', so the old ones are recomputed
+    top_p: float = 1.0              # < 1: the rollout's log-probs are a nucleus': old ones are recomputed
     scale_std: bool = True          # divide advantages by the group std (GRPO); False: Dr. GRPO
-    dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO; train.py refills the batch)
-    overlong_buffer: int = 0        # L_cache > 0: DAPO's soft overlong penalty over the budget's last L_cache tokens
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO; the batch is refilled)
+    overlong_buffer: int = 0        # L_cache > 0: DAPO's soft overlong penalty over the budget's last L_cache
     mask_truncated: bool = True     # no loss on truncated samples (DAPO's overlong filtering)
-    loss_agg: str = "token-mean"    # one of AGGS (token-mean: DAPO)
+    loss_agg: str = "token-mean"    # one of grpo_loss.AGGS (token-mean: DAPO)
     kl_coef: float = 0.0            # k3 KL to the reference (GRPO); 0: no reference model (DAPO, Dr. GRPO)
     eps_low: float = 0.2            # PPO clip below: 1 - eps_low
     eps_high: float = 0.28          # PPO clip above: 1 + eps_high (DAPO clip-higher)
@@ -41,195 +53,235 @@ class GRPOConfig:
     grad_clip: float = 1.0          # max gradient norm
     micro_batch: int = 0            # rows per forward/backward (0: a whole minibatch at once)
     old_logp: str = "rollout"       # rollout | recompute: where the old policy's log-probs come from
-    tis_cap: float = 0.0            # C > 0: truncated importance sampling weights min(pi_train / pi_rollout, C)
+    tis_cap: float = 0.0            # C > 0: truncated importance weights min(pi_train / pi_rollout, C)
 
     @classmethod
     def from_config(cls, cfg):
         """The fields of this class, read off any config that has them (train.py's TrainConfig)."""
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
-# -----------------------------------------------------------------------------
-# small helpers
-
-
-def masked_mean(x, mask, dim=None):
-    """Mean of x over positions where mask is 1 (all of them if dim is None). Empty -> 0."""
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
-
 
 # -----------------------------------------------------------------------------
-# advantages and dynamic sampling
+# first half: the rollout (sampling and the verifier's rewards)
 
 
-def zero_variance_groups(rewards, group_size):
-    """Per row: True if every reward in the row's group is equal (DAPO dynamic sampling drops these groups).
-
-    rewards: (N,) with N a multiple of group_size, prompt-major. Returns BoolTensor (N,)."""
-    r = rewards.view(-1, group_size)
-    same = r.amax(dim=1) == r.amin(dim=1)
-    return same.repeat_interleave(group_size)
-
-
-# GRPO (DeepSeekMath) group-relative advantage; Dr. GRPO when scale_std=False
-def group_advantages(rewards, group_size, scale_std=True, eps=1e-4):
-    """A_i = (r_i - mean_g) / (std_g + eps) (GRPO) or r_i - mean_g (Dr. GRPO, scale_std=False).
-
-    rewards: (N,), prompt-major groups of size group_size. Returns float (N,).
-    std is the POPULATION std (divide by G, not G-1): it makes the advantages of a group have unit spread
-    regardless of G and is defined for G = 1. (TRL / verl use the Bessel-corrected std; for G = 16 the two
-    differ by a factor sqrt(15/16) ~ 0.97, which only rescales the step.)
-    Groups whose rewards are all equal get advantages of exactly 0, so they contribute no policy gradient."""
-    r = rewards.float().view(-1, group_size)
-    adv = r - r.mean(dim=1, keepdim=True)
-    if scale_std:
-        adv = adv / (r.std(dim=1, unbiased=False, keepdim=True) + eps)
-    same = r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)
-    adv = torch.where(same, torch.zeros_like(adv), adv)  # exact zeros, immune to rounding in the mean
-    return adv.view(-1)
+@dataclass
+class Rollout:
+    prompts: list          # P*G prompt id lists (each prompt repeated G times, prompt-major)
+    completions: list      # P*G completion id lists (stop token included)
+    old_logp: torch.Tensor  # (N, L) log-probs of the sampled tokens under the rollout policy
+    truncated: torch.Tensor  # (N,) bool
+    rewards: torch.Tensor  # (N,) float in {0, 1} (0 for every truncated row)
+    seconds_gen: float
+    seconds_verify: float
 
 
-# DAPO (arXiv 2503.14476), Eq. 13: soft overlong punishment, added to the verifier's reward
-def overlong_penalty(lengths, truncated, max_len, buffer):
-    """0 for responses up to max_len - buffer tokens, then falling linearly to -1 at max_len; -1 for every
-    truncated response (it ran past the budget). lengths: (N,) response lengths, truncated: (N,) bool.
-    buffer = 0: no penalty (all zeros)."""
-    lengths = torch.as_tensor(lengths, dtype=torch.float)
-    if buffer <= 0:
-        return torch.zeros_like(lengths)
-    pen = ((max_len - buffer) - lengths).clamp(max=0) / buffer
-    return torch.where(torch.as_tensor(truncated, dtype=torch.bool), torch.full_like(pen, -1.0), pen.clamp(min=-1.0))
+@torch.no_grad()
+def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed, top_p=1.0, workers=2,
+            batch_size=None, static=False):
+    """fmt: the prompt format (prompts.py). batch_size: rows decoding at once (None: all); a group's G samples
+    share one prefill (engine.generate).
+    static: engine.generate's fixed-batch decoding (one CUDA graph per token on a GPU)."""
+    t0 = time.time()
+    prompts = [fmt.encode(p["question"]) for p in problems for _ in range(group_size)]
+    g = generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                 stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
+    t1 = time.time()
+    golds = [p["answer"] for p in problems for _ in range(group_size)]
+    ok = reward([fmt.decode(c) for c in g.tokens], golds, truncated=g.truncated.tolist(),
+                workers=workers)  # truncated = no final answer = reward 0
+    t2 = time.time()
+    L = int(g.lengths.max())
+    return Rollout(prompts, g.tokens, g.logprobs[:, :L].cpu(), g.truncated.cpu(),
+                   torch.tensor(ok, dtype=torch.float), t1 - t0, t2 - t1)
 
 
-# -----------------------------------------------------------------------------
-# per-token reweighting (Paper 1)
+def concat_rollouts(rolls):
+    """One Rollout holding the rows of several, in order (old log-probs zero-padded to the longest)."""
+    L = max(r.old_logp.size(1) for r in rolls)
+    pad = [torch.nn.functional.pad(r.old_logp, (0, L - r.old_logp.size(1))) for r in rolls]
+    return Rollout(sum((r.prompts for r in rolls), []), sum((r.completions for r in rolls), []),
+                   torch.cat(pad), torch.cat([r.truncated for r in rolls]),
+                   torch.cat([r.rewards for r in rolls]),
+                   sum(r.seconds_gen for r in rolls), sum(r.seconds_verify for r in rolls))
 
 
-# Paper 1 (Direction of RLVR updates), Sec. (b): w = 1 + c(1 - pi_old) ("lowprob"), baseline w = 1 - c + c pi_old ("dominate")
-def token_weights(p_old, mode="none", c=0.0):
-    """Detached per-token advantage weights from the rollout policy's token probabilities p_old (N, T).
+def select_groups(roll, groups, group_size):
+    """The rows of the given prompt groups (indices into the P groups of roll)."""
+    rows = [g * group_size + j for g in groups for j in range(group_size)]
+    idx = torch.tensor(rows, dtype=torch.long)
+    return Rollout([roll.prompts[i] for i in rows], [roll.completions[i] for i in rows], roll.old_logp[idx],
+                   roll.truncated[idx], roll.rewards[idx], roll.seconds_gen, roll.seconds_verify)
 
-    "lowprob": w = 1 + c (1 - p_old) in [1, 1+c], up-weights low-probability tokens (the paper's method);
-    "dominate": w = 1 - c + c p_old in [1-c, 1], up-weights high-probability tokens (the paper's baseline);
-    "none": w = 1. No normalisation; the weights multiply the advantage of every response token."""
-    p_old = p_old.detach().float()
-    if mode == "lowprob":
-        return 1.0 + c * (1.0 - p_old)
-    if mode == "dominate":
-        return 1.0 - c + c * p_old
-    if mode == "none":
-        return torch.ones_like(p_old)
-    raise ValueError(f"unknown token weight mode {mode!r}")
+
+# DAPO (arXiv 2503.14476), dynamic sampling: keep sampling until the batch holds P groups with unequal rewards
+def informative_rollout(sample_round, n_groups, group_size, max_rounds):
+    """sample_round(r) -> the Rollout of round r (a fresh draw of prompts). Rounds are drawn until n_groups
+    groups whose rewards are not all equal have been collected, or max_rounds rounds; the batch is the first
+    n_groups such groups (fewer if the cap is hit). Returns (rollout, {"sample_rounds", "zero_var_frac"}):
+    zero_var_frac is the share of equal-reward groups among all groups drawn."""
+    kept, n_drawn, n_flat = [], 0, 0
+    for r in range(max_rounds):
+        roll = sample_round(r)
+        flat = grpo_loss.zero_variance_groups(roll.rewards, group_size)[::group_size]
+        n_drawn, n_flat = n_drawn + len(flat), n_flat + int(flat.sum())
+        missing = n_groups - sum(len(k.rewards) // group_size for k in kept)
+        good = (~flat).nonzero().squeeze(-1).tolist()[:missing]
+        kept.append(select_groups(roll, good, group_size))
+        if sum(len(k.rewards) for k in kept) >= n_groups * group_size:
+            break
+    return concat_rollouts(kept), {"sample_rounds": r + 1, "zero_var_frac": n_flat / max(1, n_drawn)}
 
 
 # -----------------------------------------------------------------------------
-# rollout / training mismatch: the engine (e.g. a bf16 copy) and the trainer (fp32 master weights under
-# autocast) give the same tokens slightly different log-probs, so the rollout is a little off-policy
+# second half: the update (advantages, clipped loss, optimizer steps)
 
 
-def logprob_mismatch(train_logp, rollout_logp, mask):
-    """(mean, max) of |log pi_train - log pi_rollout| over the response tokens (floats, 0 if none)."""
-    d = (train_logp.detach().float() - rollout_logp.float()).abs() * mask
-    return (masked_mean(d, mask).item(), d.max().item() if d.numel() else 0.0)
+def packed_rows(idx, plen, clen, rows):
+    """The rows of a packed batch, trimmed to their own longest sequence."""
+    return idx[rows, :int((plen[rows] + clen[rows]).max())], plen[rows], clen[rows]
 
 
-# Truncated importance sampling (F. Yao et al., "Your efficient RL framework secretly brings you off-policy
-# RL training", 2025; in verl and TRL): w = min(pi_train / pi_rollout, C) per token
-def tis_weights(train_logp, rollout_logp, cap):
-    """Detached per-token weights min(exp(train_logp - rollout_logp), cap): the tokens were drawn from the
-    rollout engine's distribution, the loss is of the trainer's; cap C bounds the variance. train_logp are
-    the old log-probs recomputed by the training model, before any update."""
-    return torch.exp(train_logp.detach().float() - rollout_logp.float()).clamp(max=cap)
+def micro_batches(rows, micro, seq_lens=None):
+    """Micro-batches of `rows` (one batch if micro is 0). With seq_lens, rows are first ordered longest
+    first, so each chunk pads to about its own rows' length (and the largest comes first: an out-of-memory
+    shows at once). The accumulated gradient is the same for any grouping."""
+    if micro and seq_lens is not None and len(rows) > micro:
+        rows = rows[torch.argsort(seq_lens[rows], descending=True, stable=True)]
+    return [c for c in (rows.split(micro) if micro else [rows]) if len(c)]
 
 
-# -----------------------------------------------------------------------------
-# KL to the reference policy
+def minibatches(perm, n_minibatches, world):
+    """The rows of one pass, cut into optimizer steps: (rows, part, whole), where part / whole is the
+    minibatch's share of the step's loss normaliser. One process: chunks of ceil(n / n_minibatches) rows,
+    share = rows / n. Under torchrun every rank cuts exactly n_minibatches chunks (maybe empty), so all ranks
+    take the same optimizer steps, and each chunk's share is 1 / n_minibatches (the ranks' chunks of one
+    step add up in the all-reduce)."""
+    n = len(perm)
+    if world > 1:
+        return [(mb, 1, n_minibatches) for mb in perm.tensor_split(n_minibatches)]
+    return [(mb, len(mb), n) for mb in perm.split(max(1, math.ceil(n / n_minibatches)))]
 
 
-# GRPO (DeepSeekMath), k3 estimator of KL(pi_theta || pi_ref): exp(ref - logp) - (ref - logp) - 1
-def kl_k3(logp, ref_logp):
-    """Per-token k3 estimate of KL(pi_theta || pi_ref) on tokens sampled from pi_theta; >= 0 elementwise."""
-    d = ref_logp - logp
-    return torch.exp(d) - d - 1.0
+@torch.no_grad()
+def _logprobs(model, idx, plen, clen, temperature, micro, Lc):
+    """completion_logprobs over all rows, micro rows at a time, as one (N, Lc) tensor."""
+    out = torch.zeros(len(idx), Lc, device=idx.device)
+    for c in micro_batches(torch.arange(len(idx), device=idx.device), micro, plen + clen):
+        lp = completion_logprobs(model, *packed_rows(idx, plen, clen, c), temperature)[0]
+        out[c, :lp.size(1)] = lp
+    return out
 
 
-# -----------------------------------------------------------------------------
-# clipped policy loss with minibatch-safe aggregation
-
-
-def loss_normaliser(mask, agg="token-mean", constant=None):
-    """The number the summed per-token (or per-sequence) loss is divided by, for a batch with this mask.
-
-    token-mean:          total number of response tokens in the batch (DAPO);
-    seq-mean-token-mean: number of sequences (each sequence is first averaged over its own tokens; GRPO);
-    seq-sum-constant:    number of sequences x constant (Dr. GRPO; constant = max_new_tokens,
-                         defaulting to the padded length mask.shape[-1]).
-    With gradient accumulation compute this ONCE on the whole step's mask and pass it as `loss_norm` to
-    every minibatch's policy_loss: the minibatch losses then sum exactly to the full-batch loss."""
-    n_seq = mask.shape[0]
-    if agg == "token-mean":
-        return float(mask.sum())
-    if agg == "seq-mean-token-mean":
-        return float(n_seq)
-    if agg == "seq-sum-constant":
-        return float(n_seq * (mask.shape[-1] if constant is None else constant))
-    raise ValueError(f"unknown loss aggregation {agg!r}, expected one of {AGGS}")
-
-
-# PPO clipped surrogate as used by GRPO/DAPO (decoupled eps_low / eps_high, DAPO "clip-higher")
-def clipped_surrogate(ratio, adv, eps_low=0.2, eps_high=0.28):
-    """Per-token loss -min(ratio A, clip(ratio, 1-eps_low, 1+eps_high) A) and a bool 'clipped branch active'."""
-    unclipped = -ratio * adv
-    clipped = -ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    return torch.maximum(unclipped, clipped), clipped > unclipped
-
-
-def policy_loss(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.28, agg="token-mean",
-                weights=None, ref_logp=None, kl_coef=0.0, loss_norm=None, is_weights=None):
-    """Clipped GRPO/DAPO policy loss of one (mini)batch. Returns (scalar loss, stats dict of floats).
-
-    logp (N, T) requires grad; old_logp (N, T) from the rollout policy; advantages (N,) one per sequence,
-    broadcast over its tokens (or already (N, T)), multiplied by `weights` (N, T) if given (Paper 1);
-    mask (N, T) 0/1 response tokens; ref_logp (N, T) adds kl_coef * k3 per token; is_weights (N, T)
-    multiply each token's clipped policy term (truncated importance sampling, tis_weights).
-    The per-token loss is aggregated per `agg` and divided by `loss_norm` (default: this batch's own
-    loss_normaliser(mask, agg); pass the full batch's value when this is a minibatch of a larger step).
-    stats (over this batch's response tokens): clip_frac = fraction of tokens whose clipped branch was
-    selected and differs from the unclipped one; approx_kl = k3 estimate of KL(pi_old || pi_theta),
-    mean((ratio - 1) - log ratio); ratio_mean; kl_ref = mean k3 to the reference (if ref_logp given)."""
-    mask = mask.to(logp.dtype)
-    log_ratio = logp - old_logp.detach()
-    ratio = torch.exp(log_ratio)
-    adv = advantages.detach().to(logp.dtype)
-    adv = adv if adv.dim() == logp.dim() else adv.unsqueeze(-1).expand_as(logp)  # (N,) -> (N, T)
-    if weights is not None:
-        adv = adv * weights.detach().to(logp.dtype)
-    per_token, clipped = clipped_surrogate(ratio, adv, eps_low, eps_high)
-    if is_weights is not None:
-        per_token = per_token * is_weights.detach().to(logp.dtype)
-    kl_ref = None
-    if ref_logp is not None:
-        kl_ref = kl_k3(logp, ref_logp.detach())
-        per_token = per_token + kl_coef * kl_ref
-
-    if loss_norm is None:
-        loss_norm = loss_normaliser(mask, agg)
-    if agg in ("token-mean", "seq-sum-constant"):
-        loss = (per_token * mask).sum() / loss_norm
-    elif agg == "seq-mean-token-mean":
-        per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        loss = per_seq.sum() / loss_norm
-    else:
-        raise ValueError(f"unknown loss aggregation {agg!r}, expected one of {AGGS}")
-
-    with torch.no_grad():
-        stats = {
-            "clip_frac": masked_mean(clipped.to(mask.dtype), mask).item(),
-            "approx_kl": masked_mean(ratio - 1.0 - log_ratio, mask).item(),
-            "ratio_mean": masked_mean(ratio, mask).item(),
-        }
-        if kl_ref is not None:
-            stats["kl_ref"] = masked_mean(kl_ref, mask).item()
-    return loss, stats
+def grpo_update(model, optimizer, scheduler, roll: Rollout, cfg: GRPOConfig, ref_model=None, autocast=None):
+    """Advantages -> cfg.mu passes of cfg.n_minibatches optimizer steps. Returns a dict of floats.
+    cfg.micro_batch (if set): rows per forward/backward, gradients accumulated over a minibatch's chunks.
+    cfg.old_logp ("rollout" | "recompute") and cfg.tis_cap: the mismatch corrections (module docstring).
+    autocast: the context of every forward (precision.autocast; None: none).
+    Under torchrun every rank calls this with its own groups; the normaliser, the skip decisions and the
+    gradients are global, so the ranks take identical steps (those of one process on the whole batch)."""
+    device = next(model.parameters()).device
+    G, world, micro = cfg.group_size, dist.world(), cfg.micro_batch
+    tis_cap, old_from = cfg.tis_cap, cfg.old_logp
+    if old_from not in ("rollout", "recompute") or tis_cap < 0:
+        raise UsageError(f"--old_logp={old_from} --tis_cap={tis_cap}: old_logp is rollout or recompute, "
+                         "tis_cap >= 0")
+    recompute = cfg.top_p < 1.0 or old_from == "recompute" or tis_cap > 0
+    # advantages: the verifier's reward (+ DAPO's overlong penalty), compared within each group of G samples
+    lengths = torch.tensor([len(c) for c in roll.completions])
+    penalty = grpo_loss.overlong_penalty(lengths, roll.truncated, cfg.max_new_tokens, cfg.overlong_buffer)
+    adv = grpo_loss.group_advantages(roll.rewards + penalty, G, scale_std=cfg.scale_std)
+    keep = torch.ones(len(adv), dtype=torch.bool)
+    if cfg.dynamic_sampling:
+        keep &= ~grpo_loss.zero_variance_groups(roll.rewards, G)
+    if cfg.mask_truncated:
+        keep &= ~roll.truncated
+    stats = {"zero_var_frac": grpo_loss.zero_variance_groups(roll.rewards, G).float().mean().item(),
+             "rows_used": int(keep.sum())}
+    if not dist.any_(keep.any() and adv[keep].abs().any()):
+        stats["skipped"] = "no row has a non-zero advantage"
+        return stats
+    # The normaliser, written once: minibatch loss = sum of its per-token losses / (full_norm * part / whole),
+    # full_norm that of the whole step over all ranks (grpo_loss.loss_normaliser: tokens for token-mean), and
+    # part / whole the minibatch's share of the step (minibatches): the losses of the minibatches and of the
+    # ranks add up to the loss of the whole batch. Rows with zero advantage have exactly zero policy gradient:
+    # without a KL term they only count in full_norm, so they are left out of the forward/backward.
+    full_norm = grpo_loss.loss_normaliser(torch.arange(cfg.max_new_tokens)[None, :] < lengths[keep, None],
+                                          cfg.loss_agg, constant=cfg.max_new_tokens)
+    full_norm = dist.sum_(full_norm)
+    if cfg.kl_coef == 0:
+        keep &= adv != 0
+    rows = keep.nonzero().squeeze(-1)
+    n = len(rows)  # may be 0 on some ranks under torchrun: they still join every all-reduce
+    ctx = autocast or torch.autocast("cpu", enabled=False)
+    seq_lens = None  # prompt + completion length per row: micro-batches group rows of similar length
+    if n:
+        # the kept rows packed once; the old (and reference) log-probs and the token weights of their tokens
+        idx, plen, clen = pack([roll.prompts[i] for i in rows], [roll.completions[i] for i in rows])
+        Lc = int(clen.max())
+        old_logp, adv = roll.old_logp[rows, :Lc].to(device), adv[rows].to(device)
+        idx, plen, clen = idx.to(device), plen.to(device), clen.to(device)
+        rollout_logp, is_w = old_logp, None
+        with ctx:
+            if recompute:  # the old policy from the training model (with top_p < 1 the engine's: a nucleus')
+                old_logp = _logprobs(model, idx, plen, clen, cfg.temperature, micro, Lc)
+            ref_logp = (_logprobs(ref_model, idx, plen, clen, cfg.temperature, micro, Lc)
+                        if ref_model is not None else None)
+        mask = (torch.arange(Lc, device=device)[None, :] < clen[:, None]).float()
+        weights = grpo_loss.token_weights(old_logp.exp(), cfg.reweight, cfg.reweight_c)
+        if tis_cap > 0:
+            is_w = grpo_loss.tis_weights(old_logp, rollout_logp, tis_cap)
+        seq_lens = plen + clen
+    stat_keys = ["clip_frac", "approx_kl", "ratio_mean", "entropy"] + (["kl_ref"] if ref_model else [])
+    agg_stats, n_updates = {}, 0
+    gap, gap_max, gap_tokens = 0.0, 0.0, 0  # |log pi_train - log pi_rollout| before the first optimizer step
+    for epoch in range(cfg.mu):
+        perm = torch.randperm(n) if cfg.n_minibatches > 1 else torch.arange(n)
+        for mb, part, whole in minibatches(perm, cfg.n_minibatches, world):
+            # one optimizer step: the gradient of this minibatch's loss, accumulated over its micro-batches
+            mb = mb.to(device)
+            norm = full_norm * part / whole
+            optimizer.zero_grad(set_to_none=True)
+            parts, mb_loss, bad = [], 0.0, None
+            for c in micro_batches(mb, micro, seq_lens):
+                Lm = int(clen[c].max())
+                with ctx:
+                    logp, _, ent = completion_logprobs(model, *packed_rows(idx, plen, clen, c),
+                                                       cfg.temperature, with_entropy=True)
+                    loss, s = grpo_loss.policy_loss(
+                        logp, old_logp[c, :Lm], adv[c], mask[c, :Lm], eps_low=cfg.eps_low,
+                        eps_high=cfg.eps_high, agg=cfg.loss_agg, weights=weights[c, :Lm],
+                        ref_logp=None if ref_logp is None else ref_logp[c, :Lm], kl_coef=cfg.kl_coef,
+                        loss_norm=norm, is_weights=None if is_w is None else is_w[c, :Lm])
+                s["entropy"] = grpo_loss.masked_mean(ent, mask[c, :Lm]).item()
+                if n_updates == 0 and cfg.top_p >= 1.0:  # still the rollout's weights (and distribution)
+                    g_mean, g_max = grpo_loss.logprob_mismatch(logp, rollout_logp[c, :Lm], mask[c, :Lm])
+                    k = int(mask[c, :Lm].sum())
+                    gap, gap_max, gap_tokens = gap + g_mean * k, max(gap_max, g_max), gap_tokens + k
+                if not torch.isfinite(loss):
+                    bad = loss.item()
+                    break
+                loss.backward()
+                parts.append(s)
+                mb_loss += loss.item()
+            # a non-finite loss on any rank skips the whole step on every rank (no rank steps alone)
+            if dist.any_(bad is not None):
+                where = "on another rank" if bad is None else bad
+                stats["skipped"] = f"non-finite loss {where} (epoch {epoch}): step skipped"
+                optimizer.zero_grad(set_to_none=True)
+                return stats
+            dist.all_reduce_grads(model)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            s = parts[0] if len(parts) == 1 else {k: sum(p[k] for p in parts) / max(1, len(parts))
+                                                  for k in stat_keys}
+            s.update(loss=dist.sum_(mb_loss), grad_norm=gnorm.item())
+            for key, v in s.items():
+                agg_stats[key] = agg_stats.get(key, 0.0) + v
+            n_updates += 1
+    scheduler.step()
+    stats.update({key: v / n_updates for key, v in agg_stats.items()})
+    if cfg.top_p >= 1.0:  # over all ranks' tokens (every rank reports the same keys and values)
+        stats.update(logp_diff_mean=dist.sum_(gap) / max(1, dist.sum_(gap_tokens)),
+                     logp_diff_max=dist.max_(gap_max))
+    return stats

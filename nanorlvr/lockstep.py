@@ -21,7 +21,7 @@ top_p = 1 it is drawn by the fused Gumbel-max kernel instead.
 """
 import torch
 
-from nanorlvr.analysis import replacement_gate, token_metrics
+from nanorlvr.stats import replacement_gate, token_metrics
 from nanorlvr.engine import Generation, decode_fixed, sample_next
 from nanorlvr.kernels import mix_logprobs, mix_sample, token_dlogp
 

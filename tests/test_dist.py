@@ -17,10 +17,9 @@ import train
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist
 from nanorlvr.common import UsageError
-from nanorlvr.scoring import completion_logprobs, pack
-from nanorlvr.grpo import GRPOConfig
+from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update, micro_batches
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.rl import Rollout, micro_batches, grpo_update
+from nanorlvr.scoring import completion_logprobs, pack
 
 P, G, MAX_NEW = 4, 4, 8
 # name: (config overrides, optimizer, rank 1 gets only equal-reward groups). n_minibatches > 1 is left out:
@@ -159,5 +158,5 @@ def test_bad_world_splits_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(dist, "barrier", lambda: None)
     (tmp_path / "config.json").write_text("{}")  # a base folder (what the flags are checked against)
     with pytest.raises(UsageError, match="--prompts_per_step=4: must be a multiple of the 3 ranks"):
-        train.run(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--base_dir={tmp_path}",
+        train.setup(train.parse_config(train.TrainConfig, TINY + ["--stage=grpo", f"--base_dir={tmp_path}",
                                                                 f"--data_dir={tmp_path}/data"]), "cpu")

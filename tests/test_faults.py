@@ -17,7 +17,7 @@ import torch
 
 import train
 from nanorlvr import checkpoint as ckpt
-from nanorlvr import rl
+from nanorlvr import grpo
 from nanorlvr.common import UsageError, parse_config, run_main
 from nanorlvr.engine import Generation
 from nanorlvr.evaluate import evaluate
@@ -278,9 +278,9 @@ def test_a_truncated_but_matching_response_gets_reward_0(monkeypatch):
     enc = toy_tokenizer()
     ids = torch.tensor([enc.encode_ordinary("#### 16")] * 2)  # the same text twice: one stopped, one cut off
     n = ids.size(1)
-    monkeypatch.setattr(rl, "generate", lambda *a, **k: Generation(ids, torch.zeros(ids.shape), torch.tensor([n, n]),
+    monkeypatch.setattr(grpo, "generate", lambda *a, **k: Generation(ids, torch.zeros(ids.shape), torch.tensor([n, n]),
                                                                    torch.tensor([False, True])))
-    roll = rl.rollout(None, ToyFormat(enc), [{"question": "4*4", "answer": "16"}], 2, n, 1.0, seed=0, workers=1)
+    roll = grpo.rollout(None, ToyFormat(enc), [{"question": "4*4", "answer": "16"}], 2, n, 1.0, seed=0, workers=1)
     assert roll.rewards.tolist() == [1.0, 0.0]
     texts = [ToyFormat(enc).decode(c) for c in roll.completions]
     assert reward(texts, ["16", "16"]) == [True, True]  # the same texts, truncation unknown

@@ -1,4 +1,5 @@
-"""Specification of nanorlvr.grpo: advantages, token weights, k3 KL and the clipped policy loss.
+"""Specification of nanorlvr.grpo_loss (advantages, token weights, k3 KL, the clipped policy loss) and of the
+parts of nanorlvr.grpo's step that need no model (its settings, minibatches, dynamic sampling).
 
 Expected numbers are worked out by hand in the comments next to them."""
 
@@ -7,8 +8,9 @@ import math
 import pytest
 import torch
 
-from nanorlvr.grpo import (group_advantages, kl_k3, logprob_mismatch, loss_normaliser, masked_mean, policy_loss,
-                           tis_weights, token_weights, zero_variance_groups, overlong_penalty)
+from nanorlvr.grpo import Rollout, informative_rollout, minibatches
+from nanorlvr.grpo_loss import (group_advantages, kl_k3, logprob_mismatch, loss_normaliser, masked_mean,
+                                overlong_penalty, policy_loss, tis_weights, token_weights, zero_variance_groups)
 
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-sum-constant"]
 
@@ -234,7 +236,6 @@ def test_overlong_penalty_is_dapo_eq13_and_minus_one_when_truncated():
 
 def fake_round(rewards_per_group, G=2):
     """A Rollout whose group g has rewards rewards_per_group[g] (G values), prompt ids naming the group."""
-    from nanorlvr.rl import Rollout
     rows = [(g, r) for g, rs in enumerate(rewards_per_group) for r in rs]
     n = len(rows)
     return Rollout([[g] for g, _ in rows], [[7] * (1 + g) for g, _ in rows], torch.zeros(n, 3),
@@ -242,7 +243,6 @@ def fake_round(rewards_per_group, G=2):
 
 
 def test_dynamic_sampling_refills_the_batch_with_informative_groups_until_p():
-    from nanorlvr.rl import informative_rollout
     # round 0: groups 0 (flat), 1 (informative), 2 (flat); round 1: 0 (informative), 1 (flat), 2 (informative)
     rounds = [fake_round([[0, 0], [0, 1], [1, 1]]), fake_round([[1, 0], [0, 0], [0, 1]]), None]
     drawn = []
@@ -258,6 +258,18 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups_until_p():
 
 
 def test_dynamic_sampling_stops_at_the_round_cap_with_a_smaller_batch():
-    from nanorlvr.rl import informative_rollout
     roll, info = informative_rollout(lambda r: fake_round([[0, 0], [1, 0]]), n_groups=3, group_size=2, max_rounds=2)
     assert roll.rewards.tolist() == [1, 0, 1, 0] and info["sample_rounds"] == 2
+
+
+def test_minibatches_split_the_rows_and_their_shares_of_the_normaliser_sum_to_one():
+    # one process: chunks of ceil(5 / 2) = 3 rows, shares 3/5 and 2/5
+    perm = torch.tensor([4, 0, 3, 1, 2])
+    one = minibatches(perm, 2, world=1)
+    assert [mb.tolist() for mb, _, _ in one] == [[4, 0, 3], [1, 2]]
+    assert [(part, whole) for _, part, whole in one] == [(3, 5), (2, 5)]
+    # several ranks: exactly n_minibatches chunks each (an empty one too), each 1 / n_minibatches of the step
+    many = minibatches(torch.tensor([1]), 2, world=2)
+    assert [mb.tolist() for mb, _, _ in many] == [[1], []] and {(p, w) for _, p, w in many} == {(1, 2)}
+    for chunks in (one, many):
+        assert math.isclose(sum(part / whole for _, part, whole in chunks), 1.0)

@@ -3,7 +3,7 @@ coef 0, and the replacement gate fires exactly where its criterion holds."""
 import pytest
 import torch
 
-from nanorlvr.analysis import token_metrics
+from nanorlvr.stats import token_metrics
 from nanorlvr.engine import generate
 from nanorlvr.kernels import mixed_logits_torch
 from nanorlvr.lockstep import generate_lockstep

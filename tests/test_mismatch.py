@@ -7,8 +7,7 @@ import torch
 from nanorlvr.precision import SamplingCopy
 from nanorlvr.engine import generate
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.grpo import GRPOConfig
-from nanorlvr.rl import Rollout, grpo_update
+from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update
 
 P, G, NEW = 4, 4, 8
 REWARDS = torch.tensor([1., 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0])

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 import train
 from nanorlvr import checkpoint as ckpt
-from nanorlvr import precision, rl
+from nanorlvr import grpo, precision
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import ChatFormat, detect_style, render_chat
 from nanorlvr.tokenizer import load_tokenizer
@@ -94,7 +94,7 @@ def test_sft_then_grpo_from_a_hf_checkpoint(qwen_dir, tmp_path, monkeypatch, dev
                          "--micro_batch=1", "--sft_lr=1e-3"])
     assert (tmp_path / "base/tokenizer.json").is_file()
     # a random model earns no reward: score the rollouts 1, 0, 1, 0, ... so that the update runs
-    monkeypatch.setattr(rl, "reward", lambda texts, golds, *_, **__: [i % 2 == 0 for i in range(len(texts))])
+    monkeypatch.setattr(grpo, "reward", lambda texts, golds, *_, **__: [i % 2 == 0 for i in range(len(texts))])
     train.main(common + [f"--init_from={tmp_path}/base", "--stage=grpo", "--steps=1", "--prompts_per_step=2",
                          "--group_size=4", "--micro_batch=3", "--grad_ckpt=true", "--lr=1e-3", "--mask_truncated=false"])
     step1 = tmp_path / "out/grpo/step_000001"

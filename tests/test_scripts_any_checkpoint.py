@@ -20,7 +20,7 @@ import analyze
 import sample
 import train
 from nanorlvr import checkpoint as ckpt
-from nanorlvr import rl
+from nanorlvr import grpo
 from nanorlvr.common import UsageError, parse_config
 from nanorlvr.prompts import ChatFormat, ToyFormat, format_for, held_out_for
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
@@ -70,12 +70,12 @@ def model_dir(request):
 @pytest.fixture(scope="module")
 def grpo_run(model_dir, tmp_path_factory):
     """train.py --stage=grpo --init_from=<model_dir> --data=<8 problems>: 3 steps, a checkpoint after each.
-    Rewards alternate 1, 0, 1, 0 (rl.reward patched) so that every step moves the weights of a model that,
+    Rewards alternate 1, 0, 1, 0 (grpo.reward patched) so that every step moves the weights of a model that,
     random or real, would rarely earn a reward within 8 tokens."""
     d = tmp_path_factory.mktemp("grpo")
     (d / "data.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in PROBLEMS))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rl, "reward", lambda texts, golds, *_, **__: [i % 2 == 0 for i in range(len(texts))])
+        mp.setattr(grpo, "reward", lambda texts, golds, *_, **__: [i % 2 == 0 for i in range(len(texts))])
         train.main([f"--init_from={model_dir}", "--stage=grpo", f"--data={d / 'data.jsonl'}", "--n_eval=2",
                     "--eval_k=2", "--steps=3", "--save_every=1", "--prompts_per_step=2", "--group_size=2",
                     "--max_new_tokens=8", "--mask_truncated=false", "--lr=1e-3", "--device=cpu", "--threads=1",

@@ -1,9 +1,13 @@
-"""Statistics for the analyses of Paper 1 (token-level direction of RL updates) and Paper 2 (linearity),
-plus the pass@k estimator used by evaluation.
+"""
+The statistics of the papers' analyses, plus the pass@k estimator of evaluation: pure tensor functions, no
+model, no I/O, each tested against hand-computed values (tests/test_stats.py).
 
-Pure tensor functions; no model, no I/O.
-Paper 1 = "On the Direction of RLVR Updates for LLM Reasoning: Identification and Exploitation";
-Paper 2 = "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training".
+    paper 1 (arXiv 2603.22117)   dlogp, token_metrics (dlogp, KL, entropies), replacement_gate,
+                                 separability (AUC), histogram_overlap
+    paper 2 (arXiv 2601.04537)   r2_vs_step, n_sample / sample_entries, weight_r2_filter, logprob_r2_filter
+    evaluation                   pass_at_k (unbiased, Chen et al. 2021)
+
+The analyses that use them: paper1_direction.py, paper2_linearity.py (papers.py is the index).
 """
 
 import math
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 # Paper 1: token-level metrics and the replacement gate
 
 
-# Paper 1 (Direction of RLVR updates), the direction of a token: dlogp(y) = log pi_RL(y) - log pi_base(y)
+# Paper 1 (arXiv 2603.22117), the direction of a token: dlogp(y) = log pi_RL(y) - log pi_base(y)
 def dlogp(logp_base, logp_rl, tokens):
     """Δlog p of the tokens (...) from the two models' (..., V) log-probs: the one place it is computed
     (token_metrics; kernels.token_dlogp_torch, the reference of the fused kernel behind lock-step's gate)."""
@@ -23,7 +27,7 @@ def dlogp(logp_base, logp_rl, tokens):
     return (logp_rl.gather(-1, idx) - logp_base.gather(-1, idx)).squeeze(-1)
 
 
-# Paper 1 (Direction of RLVR updates), token metrics: dlogp_t, KL_t = sum_y pi_RL (log pi_RL - log pi_base), entropy H_t
+# Paper 1 (arXiv 2603.22117), token metrics: dlogp_t, KL_t = sum_y pi_RL (log pi_RL - log pi_base), entropy H_t
 def token_metrics(logits_base, logits_rl, tokens):
     """Per-position metrics of the token y_t actually in the sequence, from the two models' logits.
 
@@ -41,7 +45,7 @@ def token_metrics(logits_base, logits_rl, tokens):
     }
 
 
-# Paper 1 (Direction of RLVR updates), token replacement gate: dlogp <= tau | KL >= tau | entropy >= tau | rand < tau
+# Paper 1 (arXiv 2603.22117), token replacement gate: dlogp <= tau | KL >= tau | entropy >= tau | rand < tau
 def replacement_gate(criterion, tau, *, dlogp=None, kl=None, entropy=None, rand=None):
     """Where to replace the base model's token by one sampled from pi_RL. Returns a BoolTensor.
 
@@ -95,7 +99,7 @@ def histogram_overlap(x_a, x_b, bins=50):
 # Paper 2: linearity of weights and log-probs in the training step
 
 
-# Paper 2 (Linearity of RLVR), R^2 per entry: squared Pearson correlation of value vs step over checkpoints
+# Paper 2 (arXiv 2601.04537), R^2 per entry: squared Pearson correlation of value vs step over checkpoints
 def r2_vs_step(values, steps):
     """values: (M, K) trajectories of M entries over K checkpoints, steps: (K,). Returns (M,) float64.
     Rows that do not vary (zero variance) get nan: the correlation is undefined there; the filters below
@@ -112,7 +116,7 @@ def r2_vs_step(values, steps):
     return torch.where(syy > 0, r2, torch.full_like(r2, float("nan")))
 
 
-# Paper 2 (Linearity of RLVR), sample size per weight tensor: k = max(50, 0.1% of entries)
+# Paper 2 (arXiv 2601.04537), sample size per weight tensor: k = max(50, 0.1% of entries)
 def n_sample(numel):
     """Number of entries to sample from a tensor with numel entries (capped at numel)."""
     return min(numel, max(50, math.ceil(0.001 * numel)))
@@ -124,7 +128,7 @@ def sample_entries(numel, k, generator=None):
     return torch.randperm(numel, generator=generator)[:k]
 
 
-# Paper 2 (Linearity of RLVR), weight filter: drop entries with range <= 1e-4 or < 4 distinct values over checkpoints
+# Paper 2 (arXiv 2601.04537), weight filter: drop entries with range <= 1e-4 or < 4 distinct values over checkpoints
 def weight_r2_filter(traj, min_range=1e-4, min_distinct=4):
     """traj: (M, K). Returns BoolTensor (M,), True for the entries to KEEP: range over checkpoints > min_range
     and at least min_distinct distinct values (exact equality; bf16 checkpoints quantise to few values)."""
@@ -134,7 +138,7 @@ def weight_r2_filter(traj, min_range=1e-4, min_distinct=4):
     return (rng > min_range) & (distinct >= min_distinct)
 
 
-# Paper 2 (Linearity of RLVR), log-prob filter: keep tokens whose log-prob changes by > 0.2 first -> last checkpoint
+# Paper 2 (arXiv 2601.04537), log-prob filter: keep tokens whose log-prob changes by > 0.2 first -> last checkpoint
 def logprob_r2_filter(lp, min_change=0.2):
     """lp: (M, K) per-token log-probs over checkpoints. Returns BoolTensor (M,), True for tokens to KEEP."""
     return (lp[:, -1] - lp[:, 0]).abs() > min_change

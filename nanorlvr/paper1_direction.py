@@ -1,5 +1,6 @@
 """
-Token-level analysis of Paper 1 ("On the Direction of RLVR Updates"), behind `analyze.py dlogp`:
+Paper 1, "On the Direction of RLVR Updates for LLM Reasoning: Identification and Exploitation"
+(arXiv 2603.22117), its token-level analysis behind `analyze.py dlogp`:
 
 1. Responses sampled from the base and from the RL model are teacher-forced through both; per token
    dlogp = log pi_RL(y) - log pi_base(y), KL(pi_RL || pi_base) and the entropies. How well does each metric
@@ -7,18 +8,21 @@ Token-level analysis of Paper 1 ("On the Direction of RLVR Updates"), behind `an
 2. Token replacement: the base model leads, the RL model scores in lock-step (lockstep.py), and where a gate
    fires the token is re-sampled from pi_RL. Held-out accuracy vs replacement ratio for each gate criterion,
    and the smallest ratio that recovers 90% of the RL - base gap.
+
+The statistics are stats.py's; the lock-step decoding is lockstep.py's (sample.py's test-time extrapolation
+uses it too). Paper 1's training-time reweighting is grpo_loss.token_weights (train.py --reweight).
 """
 from pathlib import Path
 
 import torch
 
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyses_weights import num_str, plot_hist, plot_lines
-from nanorlvr.analysis import histogram_overlap, separability, token_metrics
+from nanorlvr.analyze_common import num_str, plot_hist, plot_lines
 from nanorlvr.common import Progress, log
 from nanorlvr.engine import generate
 from nanorlvr.lockstep import GATES, lockstep_generate_fn, replacement_ratio
 from nanorlvr.scoring import pack
+from nanorlvr.stats import histogram_overlap, separability, token_metrics
 
 METRICS = ("dlogp", "kl", "entropy_base", "entropy_rl")
 SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
@@ -40,10 +44,10 @@ def completion_logits(model, idx, prompt_lens, completion_lens):
     return logits, idx.gather(1, src + 1), mask
 
 
-# Paper 1 (Direction of RLVR updates), token metrics dlogp / KL / entropy of responses scored by both models
+# Paper 1 (arXiv 2603.22117), token metrics dlogp / KL / entropy of responses scored by both models
 @torch.no_grad()
 def pair_token_metrics(model_base, model_rl, prompts, completions, batch_size=32):
-    """{metric: 1-D tensor over every completion token} with the metrics of analysis.token_metrics."""
+    """{metric: 1-D tensor over every completion token} with the metrics of stats.token_metrics."""
     out = {m: [] for m in METRICS}
     for b in range(0, len(prompts), batch_size):
         idx, plen, clen = pack(prompts[b:b + batch_size], completions[b:b + batch_size])
@@ -109,7 +113,8 @@ def ratio_to_reach(ratios, accs, acc_base, acc_rl, share=0.9):
     return None
 
 
-# Paper 1 (Direction of RLVR updates), token replacement: base leads, gate (dlogp <= tau | KL, entropy >= tau | random) -> resample from pi_RL
+# Paper 1 (arXiv 2603.22117), token replacement: the base leads; where the gate fires (dlogp <= tau, KL or
+# entropy >= tau, random) the token is re-sampled from pi_RL
 def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0):
     """{criterion: [{"tau", "ratio", "acc", "eval"}]} for each (criterion, tau) in taus. ratio: the
     evaluation's lockstep.replacement_ratio (over the avg@k samples, or the greedy pass when k = 0)."""

@@ -1,4 +1,5 @@
-"""analyze.py and the analyses behind it, on tiny random checkpoints: linearity of exactly linear vs random runs,
+"""analyze.py and the analyses behind it (paper1_direction, paper2_linearity, paper3_alpharl), on tiny random
+checkpoints: linearity of exactly linear vs random runs,
 the rank-1 model of a rank-1 update, alpha = 1 extrapolation, AlphaRL on a rank-1 linear run, smoke runs."""
 import json
 from pathlib import Path
@@ -7,9 +8,11 @@ import pytest
 import torch
 
 import analyze
-from nanorlvr import analyses_weights as W
 from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyses_tokens import ratio_to_reach, thresholds_for_ratios
+from nanorlvr.analyze_common import load_sd
+from nanorlvr.paper1_direction import ratio_to_reach, thresholds_for_ratios
+from nanorlvr.paper2_linearity import run_extrapolate, weight_linearity
+from nanorlvr.paper3_alpharl import alpharl_model, rank_k_model
 from nanorlvr.extrapolate import is_update_matrix
 from nanorlvr.model import GPT, GPTConfig
 
@@ -68,11 +71,11 @@ def test_weight_r2_is_one_on_an_exactly_linear_run_and_low_on_random_checkpoints
     linear_run(tmp_path / "lin", steps)
     random_run(tmp_path / "rand", steps)
     paths = [p for _, p in ckpt.list_checkpoints(tmp_path / "lin")]
-    r2, counts = W.weight_linearity(paths, steps)
+    r2, counts = weight_linearity(paths, steps)
     assert all(kept > 0 for kept, _ in counts.values())
     assert torch.cat(list(r2.values())).min() > 0.999
     paths = [p for _, p in ckpt.list_checkpoints(tmp_path / "rand")]
-    r2, _ = W.weight_linearity(paths, steps)
+    r2, _ = weight_linearity(paths, steps)
     assert torch.cat(list(r2.values())).median() < 0.6  # iid: E[R^2] = 1 / (K - 1) = 0.25
 
 
@@ -90,7 +93,7 @@ def test_linearity_subcommand_writes_report(tmp_path):
 
 def test_rank1_model_of_a_rank1_update_is_the_rl_model(tmp_path):
     sds = linear_run(tmp_path / "run", [0, 3], rank1=True)
-    model, shares = W.rank_k_model(ckpt.step_dir(tmp_path / "run", 0), ckpt.step_dir(tmp_path / "run", 3), 1)
+    model, shares = rank_k_model(ckpt.step_dir(tmp_path / "run", 0), ckpt.step_dir(tmp_path / "run", 3), 1)
     for name, w in model.state_dict().items():
         torch.testing.assert_close(w, sds[3][name], atol=1e-6, rtol=0)
     assert min(shares.values()) > 0.999
@@ -100,10 +103,10 @@ def test_alpharl_on_a_rank1_linear_run_predicts_the_target_exactly(tmp_path):
     steps = [0, 1, 2, 5]
     sds = linear_run(tmp_path / "run", steps, rank1=True)
     paths = [p for _, p in ckpt.list_checkpoints(tmp_path / "run")]
-    pred = W.alpharl_model(paths, steps, window=2, target_step=5).state_dict()
+    pred = alpharl_model(paths, steps, window=2, target_step=5).state_dict()
     for name, w in pred.items():
         torch.testing.assert_close(w, sds[5][name], atol=1e-6, rtol=0)
-    wk = W.alpharl_model(paths, steps, window=2, target_step=5, add_to="wk").state_dict()
+    wk = alpharl_model(paths, steps, window=2, target_step=5, add_to="wk").state_dict()
     q = "model.layers.0.self_attn.q_proj.weight"
     torch.testing.assert_close(wk[q], sds[5][q] + 2 * (sds[1][q] - sds[0][q]), atol=1e-6, rtol=0)  # W_2 + 5 D
 
@@ -131,8 +134,8 @@ def test_extrapolation_alpha_one_evaluates_the_t1_weights(tmp_path):
     def fake_eval(model, generate_fn=None):
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"acc": 0.5}
-    report, _ = W.run_extrapolate(tmp_path / "run", tmp_path, fake_eval, 0, 10, [1.0, 2.0])
-    t1 = W.load_sd(ckpt.step_dir(tmp_path / "run", 10))
+    report, _ = run_extrapolate(tmp_path / "run", tmp_path, fake_eval, 0, 10, [1.0, 2.0])
+    t1 = load_sd(ckpt.step_dir(tmp_path / "run", 10))
     for name, w in seen[0].items():
         torch.testing.assert_close(w, t1[name], atol=1e-7, rtol=0)
     assert [r["equivalent_step"] for r in report["alphas"]] == [10, 20] and report["last_step"] == 20
