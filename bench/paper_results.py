@@ -14,6 +14,7 @@ bench/results/paper_results.md and the weight-trajectory plot bench/results/weig
 """
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -417,6 +418,13 @@ def main():
     md = table(records, per_regime) + dlogp_table(records)
     (results / f"paper_results{suffix}.md").write_text(md)
     plot_trajectories(out, results / f"weight_trajectories{suffix}.png", seeds[0])
+    if not args.quick:  # the first seed's reports and plots, kept beside the table
+        for regime in REGIMES:
+            run = out / regime / f"s{seeds[0]}"
+            dest = results / f"{regime}_s{seeds[0]}"
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(run / "analysis", dest, ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
+            shutil.copy(run / "grpo" / "curves.png", dest / "curves.png")
     print(md)
     for regime, d in dlogp.items():
         sep = {m: round(v["separation"], 3) for m, v in d["separability"].items()}

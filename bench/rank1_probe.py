@@ -6,7 +6,8 @@ held-out problems) as one thing changes at a time:
   lr      the runs of bench/lr_sweep.py (1e-4 ... 3e-6, the paper regime's other settings), step 0 -> 150
   steps   the paper regime's seed-1 run of bench/paper_results.py, step 0 -> 50, 100, 150
   base    a base trained 3x longer (1,800 SFT steps), then the paper regime's 150 GRPO steps
-  width   a model twice as wide (n_embd 256, 8 heads: 3.2M parameters), SFT and GRPO as in the paper regime
+  width   a model twice as wide (n_embd 256, 8 heads: 3.2M parameters), SFT as the default's, then 50 GRPO
+          steps of the paper regime (compare with the default width's step 50: four times the compute per step)
 
     python bench/rank1_probe.py [--sweep=out/lr_sweep] [--runs=out/paper_results] [--train=base,width]
 
@@ -22,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 from bench.jobs import run_all  # noqa: E402
 from bench.paper_results import EVAL, PAPER, PY, RUN, ckpt_dir, read  # noqa: E402
 
-VARIANTS = {"base": ["--sft_steps=1800"], "width": ["--n_embd=256", "--n_head=8"]}
+# variant: (SFT flags, GRPO steps)
+VARIANTS = {"base": (["--sft_steps=1800"], 150), "width": (["--n_embd=256", "--n_head=8"], 50)}
 
 
 def main():
@@ -44,22 +46,23 @@ def main():
     jobs = []
     for v in variants:
         base, run = out / v / "base", out / v / "grpo_run"
+        sft, steps = VARIANTS[v]
         if not (run / "summary.json").exists():
             jobs.append((f"{v}", ["sh", "-c", f"{PY} train.py --stage=sft --base_dir={base} --threads=1 "
-                                  + " ".join(VARIANTS[v]) + f" && {PY} train.py --stage=grpo --base_dir={base} "
-                                  f"--out_dir={run} --seed=1 " + " ".join(RUN + PAPER)]))
-        pairs.append(("model", v, ckpt_dir(run / "grpo", 0), ckpt_dir(run / "grpo", 150)))
+                                  + " ".join(sft) + f" && {PY} train.py --stage=grpo --base_dir={base} "
+                                  f"--out_dir={run} --seed=1 " + " ".join(RUN + PAPER) + f" --steps={steps}"]))
+        pairs.append(("model", f"{v} (step {steps})", ckpt_dir(run / "grpo", 0), ckpt_dir(run / "grpo", steps)))
     run_all(jobs, args.parallel, out / "logs")
     analyses = []
     for what, setting, b, r in pairs:
-        a = out / "analysis" / f"{what}_{setting}"
+        a = out / "analysis" / f"{what}_{setting.split()[0]}"
         if not (a / "report.json").exists():
-            analyses.append((f"{what}_{setting}", [PY, "analyze.py", "rank1", f"--base={b}", f"--rl={r}", *EVAL,
+            analyses.append((f"{what}_{setting.split()[0]}", [PY, "analyze.py", "rank1", f"--base={b}", f"--rl={r}", *EVAL,
                                                    f"--out={a}"]))
     run_all(analyses, args.parallel, out / "logs")
     rows = []
     for what, setting, b, r in pairs:
-        rep = read(out / "analysis" / f"{what}_{setting}" / "report.json")
+        rep = read(out / "analysis" / f"{what}_{setting.split()[0]}" / "report.json")
         rows.append({"what": what, "setting": setting, "base": str(b), "rl": str(r), "acc": rep["acc"],
                      "recovery": rep["recovery"], "top1_share_median": rep["top1_share"]["median"]})
     Path(args.json).write_text(json.dumps(rows, indent=1))
