@@ -29,8 +29,8 @@ import torch
 
 from nanorlvr import checkpoint as ckpt
 from nanorlvr import dist, precision as prec
-from nanorlvr.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device, rng_state,
-                             run_main, secs_str, seed_everything, write_json)
+from nanorlvr.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device,
+                             rng_state, run_main, secs_str, seed_everything, write_json)
 from nanorlvr.curves import plot_curves
 from nanorlvr.evaluate import evaluate
 from nanorlvr.extrapolate import RLExtra
@@ -408,7 +408,7 @@ def train_grpo(cfg, device, train, test, fmt, precision):
     reset = cfg.rl_extra_optimizer == "reset"
     extra = RLExtra(m, n, new_optimizer=(lambda model: new_optimizer(model, warmup=0)) if reset else None)
     extra.load(start["segment_start"], device)
-    sampler = prec.SamplingCopy(model, precision)  # the weights rollouts and evaluations sample from (precision.py)
+    sampler = prec.SamplingCopy(model, precision)  # the weights rollouts and evaluations sample from
     model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     if m and extra.segment_start is None:
         extra.start(step, model)
