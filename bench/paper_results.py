@@ -354,7 +354,8 @@ def table(records, per_regime):
                      f"{f['verdict'] if f else '—'} / {p['verdict'] if p else '—'} | `{command}` |")
     for key, what in CONTEXT:
         vals = {reg: mean_sd([x[key] for x in xs]) for reg, xs in per_regime.items()}
-        lines.append(f"| | {what} | | " + " | ".join(f"{m:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+        spec = ".1e" if key == "clip_frac" else ".3f"  # the clip fraction is small: show its size
+        lines.append(f"| | {what} | | " + " | ".join(f"{m:{spec}}" + (f" ± {sd:{spec}}" if sd is not None else "")
                                                     for m, sd, _ in vals.values()) + " | | |")
     return "\n".join(lines) + "\n"
 
