@@ -32,6 +32,7 @@ PY = sys.executable
 FAST = ["--lr=1e-4"]
 PAPER = ["--lr=1e-5", "--n_minibatches=4", "--dynamic_sampling=true"]
 REGIMES = {"fast": FAST, "paper": PAPER}
+TITLES = {"fast": "fast regime: lr 1e-4", "paper": "paper regime: lr 1e-5, 4 optimizer steps per rollout, DAPO sampling"}
 # every GRPO run: 150 steps, a checkpoint and a greedy evaluation on 1,000 held-out problems every 10
 RUN = ["--steps=150", "--save_every=10", "--eval_every=10", "--n_eval=1000", "--eval_k=0", "--threads=1"]
 EVAL = ["--n_eval=1000", "--k=0", "--threads=1"]  # analyze.py: greedy accuracy on the same 1,000 problems
@@ -375,7 +376,7 @@ def plot_trajectories(out, path, seed, matrix="model.layers.1.mlp.up_proj.weight
         moved = sample[(w[-1, sample] - w[0, sample]).abs().argsort(descending=True)[:n]]
         for i in moved.tolist():
             ax.plot([s for s, _ in ckpts], (w[:, i] - w[0, i]).tolist(), "o-", ms=2.5, lw=1)
-        ax.set_title(f"{regime} regime ({' '.join(REGIMES[regime])})", fontsize=9)
+        ax.set_title(TITLES[regime], fontsize=9)
         ax.set_xlabel("GRPO step")
         ax.axhline(0, color="grey", lw=0.5)
     axes[0].set_ylabel(f"change of the weight since step 0\n({matrix.replace('model.', '')})", fontsize=8)
