@@ -38,7 +38,7 @@ def main():
     args = p.parse_args()
     out = Path(args.out)
     pairs = []  # (what, setting, base checkpoint, RL checkpoint)
-    for run in sorted(Path(args.sweep).glob("lr*/grpo")):
+    for run in sorted(Path(args.sweep).glob("lr*/grpo"), key=lambda r: -float(r.parent.name[2:])):
         pairs.append(("lr", run.parent.name[2:], ckpt_dir(run, 0), ckpt_dir(run, 150)))
     paper = Path(args.runs) / "paper" / "s1" / "grpo"
     pairs += [("steps", str(s), ckpt_dir(paper, 0), ckpt_dir(paper, s)) for s in (50, 100, 150) if ckpt_dir(paper, s).exists()]
