@@ -416,7 +416,7 @@ def main():
          "per_seed": per_regime,
          "dlogp": {r: {"separability": d["separability"], "ratio_to_90pct_gap": d["replacement"]["ratio_to_90pct_gap"]}
                    for r, d in dlogp.items()},
-         "wall_seconds": time.time() - t0}, indent=1))
+         **({} if args.report_only else {"wall_seconds": time.time() - t0})}, indent=1))
     md = table(records, per_regime) + dlogp_table(records)
     (results / f"paper_results{suffix}.md").write_text(md)
     plot_trajectories(out, results / f"weight_trajectories{suffix}.png", seeds[0])
