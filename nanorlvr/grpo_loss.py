@@ -51,6 +51,8 @@ def group_advantages(rewards, group_size, scale_std=True, eps=1e-4):
     differ by a factor sqrt(15/16) ~ 0.97, which only rescales the step.)
     Groups whose rewards are all equal get advantages of exactly 0, so they contribute no policy gradient."""
     r = rewards.float().view(-1, group_size)
+    if r.numel() == 0:  # no group at all (dynamic sampling found none to keep)
+        return r.view(-1)
     adv = r - r.mean(dim=1, keepdim=True)
     if scale_std:
         adv = adv / (r.std(dim=1, unbiased=False, keepdim=True) + eps)

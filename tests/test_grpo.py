@@ -273,3 +273,7 @@ def test_minibatches_split_the_rows_and_their_shares_of_the_normaliser_sum_to_on
     assert [mb.tolist() for mb, _, _ in many] == [[1], []] and {(p, w) for _, p, w in many} == {(1, 2)}
     for chunks in (one, many):
         assert math.isclose(sum(part / whole for _, part, whole in chunks), 1.0)
+
+
+def test_group_advantages_of_an_empty_batch_are_empty():
+    assert group_advantages(torch.zeros(0), 8).shape == (0,)
