@@ -211,6 +211,7 @@ CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llam
 
 def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
     """AdamW and its schedule: linear warmup, then constant or a cosine down to 0.1 of lr."""
+    # beta2 0.95 rather than 0.999: the second moment follows the gradient's scale faster (nanoGPT's choice)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
     def factor(step):
@@ -256,6 +257,7 @@ def setup(cfg, device):
     """Checks that need the world size and the model's context, then the data: (precision, sft, enc, fmt,
     train, test), sft telling whether the base model is trained first."""
     precision = prec.resolve_precision(cfg.precision, device)
+    # SFT first when asked to, or when the toy's base is missing (a real model is its own base)
     has_base = (Path(cfg.base_dir) / "config.json").exists()
     sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not has_base)
     W = dist.world()  # known only now (torchrun): still before any data or model
@@ -305,6 +307,7 @@ def run_eval(cfg, model, fmt, test):
 
 
 def eval_settings(cfg, test):
+    """What an evaluation's figures depend on: a stored evaluation is reused only if these match."""
     questions = hashlib.md5("\n".join(p["question"] for p in test).encode()).hexdigest()
     return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature,
             "max_new_tokens": cfg.max_new_tokens}
@@ -344,8 +347,10 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
         f"on {device}")
     optimizer, scheduler = make_optimizer(model, cfg.sft_lr, cfg.sft_weight_decay, cfg.sft_warmup,
                                           cfg.sft_steps, "cosine")
+    # the data once as token ids: the prompts, and the targets the loss is on (solution and end token)
     prompts = [fmt.encode(p["question"]) for p in train]
     answers = [fmt.target(p["solution"]) for p in train]
+    # one seeded shuffle, walked batch after batch (wrapping around): the seed alone fixes the order
     order, prog = torch.randperm(len(train)), Progress(cfg.sft_steps)
     for step in range(cfg.sft_steps):
         rows = order[(step * cfg.sft_batch + torch.arange(cfg.sft_batch)) % len(train)].tolist()
@@ -359,12 +364,14 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
                 loss = -logp.sum() / int(clen.sum())
             loss.backward()
             total += loss.item()
+        # the usual guards of training from scratch: a clipped gradient, a warmed-up then decaying lr
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         if step % 50 == 0 or step == cfg.sft_steps - 1:
             log(f"sft {step:5d}/{cfg.sft_steps} loss {total:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                 f"elapsed {secs_str(prog.elapsed())} eta {prog.eta(step)}")
+    # the base's held-out accuracy, stored beside it: GRPO's step 0 reuses it when its settings match
     r = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line("SFT base", r, cfg.eval_k))
     ckpt.save_model(model, cfg.base_dir, tokenizer_dir=cfg.init_from or None, info=run_info(cfg, fmt))
