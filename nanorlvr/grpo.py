@@ -120,15 +120,15 @@ def informative_rollout(sample_round, n_groups, group_size, max_rounds):
     groups whose rewards are not all equal have been collected, or max_rounds rounds; the batch is the first
     n_groups such groups (fewer if the cap is hit). Returns (rollout, {"sample_rounds", "zero_var_frac"}):
     zero_var_frac is the share of equal-reward groups among all groups drawn."""
-    kept, n_drawn, n_flat = [], 0, 0
+    kept, n_kept, n_drawn, n_flat = [], 0, 0, 0
     for r in range(max_rounds):
         roll = sample_round(r)
         flat = grpo_loss.zero_variance_groups(roll.rewards, group_size)[::group_size]
         n_drawn, n_flat = n_drawn + len(flat), n_flat + int(flat.sum())
-        missing = n_groups - sum(len(k.rewards) // group_size for k in kept)
-        good = (~flat).nonzero().squeeze(-1).tolist()[:missing]
+        good = (~flat).nonzero().squeeze(-1).tolist()[:n_groups - n_kept]
         kept.append(select_groups(roll, good, group_size))
-        if sum(len(k.rewards) for k in kept) >= n_groups * group_size:
+        n_kept += len(good)
+        if n_kept >= n_groups:
             break
     return concat_rollouts(kept), {"sample_rounds": r + 1, "zero_var_frac": n_flat / max(1, n_drawn)}
 
