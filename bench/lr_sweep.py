@@ -27,15 +27,16 @@ sys.path.insert(0, str(ROOT))
 from bench.jobs import run_all  # noqa: E402
 from bench.paper_results import PAPER, RUN, ensure_base, eval_curve  # noqa: E402
 from nanorlvr import checkpoint as ckpt  # noqa: E402
-from nanorlvr.extrapolate import is_update_matrix  # noqa: E402
+from nanorlvr.extrapolate import is_update_matrix, linear_fit_predict  # noqa: E402
 
 
 def rise(curve, start=100):
-    """(rise over the last steps by a least-squares line, 2 standard errors of one evaluation)."""
+    """(rise of the least-squares line through the evaluations from step `start` on, their mean accuracy)."""
     pts = [(s, a) for s, a in curve if s >= start]
-    xs, ys = torch.tensor([s for s, _ in pts], dtype=torch.float64), torch.tensor([a for _, a in pts], dtype=torch.float64)
-    slope = ((xs - xs.mean()) * (ys - ys.mean())).sum() / (xs - xs.mean()).square().sum()
-    return slope.item() * (xs[-1] - xs[0]).item(), ys.mean().item()
+    xs = torch.tensor([s for s, _ in pts], dtype=torch.float64)
+    ys = torch.tensor([[a] for _, a in pts], dtype=torch.float64)
+    line = [linear_fit_predict(ys, xs, x).item() for x in (xs[0].item(), xs[-1].item())]
+    return line[1] - line[0], ys.mean().item()
 
 
 def relative_change_per_step(run_dir):
