@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import UsageError, floats, log, opt, parse_config, pick_device, run_main, write_json
-from nanorlvr.lockstep import GATES
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.infra.common import UsageError, floats, log, opt, parse_config, pick_device, run_main, write_json
+from nanorlvr.papers.lockstep import GATES
 from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_for
 
 
@@ -158,7 +158,7 @@ def main(argv=None):
     cfg = parse_config(COMMANDS, argv, description=__doc__.strip().split("\n\n")[0])
     cmd = next(name for name, cls in COMMANDS.items() if type(cfg) is cls)
     # after parsing, so that --help stays fast
-    from nanorlvr import paper1_direction, paper2_linearity, paper3_alpharl
+    from nanorlvr.papers import paper1_direction, paper2_linearity, paper3_alpharl
     from nanorlvr.evaluate import evaluator
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

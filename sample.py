@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.common import UsageError, floats, log, opt, parse_config, pick_device, run_main, write_json
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.infra.common import UsageError, floats, log, opt, parse_config, pick_device, run_main, write_json
 from nanorlvr.engine import generate
 from nanorlvr.evaluate import evaluator
-from nanorlvr.lockstep import GATES, generate_lockstep, lockstep_generate_fn, replacement_ratio
+from nanorlvr.papers.lockstep import GATES, generate_lockstep, lockstep_generate_fn, replacement_ratio
 from nanorlvr.prompts import budget_for, format_for, format_for_pair, held_out_for, load_problems
 from nanorlvr.verifier import reward
 

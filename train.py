@@ -11,7 +11,7 @@ with the held-out accuracy before and after RL.
     python train.py --stage=grpo --resume=true       # continue a killed run exactly
     python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...
                                                      # a real model (docs/scaling.md)
-    torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/dist.py)
+    torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/infra/dist.py)
 
 The file reads top to bottom: config -> setup -> SFT -> the GRPO loop -> summary (main, at the end). One
 GRPO step is nanorlvr/grpo.py (rollout, grpo_update) and its maths nanorlvr/grpo_loss.py.
@@ -27,19 +27,19 @@ from pathlib import Path
 
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr import dist, precision as prec
-from nanorlvr.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device,
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.infra import dist, precision as prec
+from nanorlvr.infra.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device,
                              rng_state, run_main, secs_str, seed_everything, write_json)
-from nanorlvr.curves import plot_curves
+from nanorlvr.infra.curves import plot_curves
 from nanorlvr.evaluate import evaluate
-from nanorlvr.extrapolate import RLExtra
+from nanorlvr.papers.extrapolate import RLExtra
 from nanorlvr.grpo import GRPOConfig, grpo_update, informative_rollout, micro_batches, packed_rows, rollout
-from nanorlvr.hf import config_from_hf
+from nanorlvr.infra.hf import config_from_hf
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import SYSTEM_PROMPT, ChatFormat, ToyFormat, checkpoint_info, split_holdout
-from nanorlvr.runlog import eval_line, log_step, step_row
-from nanorlvr.scoring import completion_logprobs, pack
+from nanorlvr.infra.runlog import eval_line, log_step, step_row
+from nanorlvr.logprobs import completion_logprobs, pack
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
 
@@ -68,7 +68,7 @@ class TrainConfig:
     chat_style: str = opt("auto", "auto | qwen | llama3: chat template (auto: from the tokenizer's special "
                                   "tokens)")
     precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; "
-                                 "precision.py)")
+                                 "infra/precision.py)")
     grad_ckpt: bool = opt(False, "gradient checkpointing: recompute each block in the backward (less memory)")
     micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch "
                               "at once)")
@@ -341,7 +341,7 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
             log(f"warning: --sft_lr={cfg.sft_lr:g} is the toy's from-scratch rate; fine-tuning wants ~1e-5")
     else:
         model = GPT(toy_model_config(cfg, enc)).to(device)
-    sampler = prec.SamplingCopy(model, precision)  # the weights evaluations sample from (precision.py)
+    sampler = prec.SamplingCopy(model, precision)  # the weights evaluations sample from (infra/precision.py)
     model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} "
         f"on {device}")

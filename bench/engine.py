@@ -78,7 +78,7 @@ def qwen2_config(hidden, layers, heads, kv_heads, inter, vocab):
 
 def bench_vs_transformers(args, device, hf_cfg, dtype, label):
     from transformers import AutoModelForCausalLM
-    from nanorlvr.hf import load_pretrained
+    from nanorlvr.infra.hf import load_pretrained
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype).to(device).eval()
     with tempfile.TemporaryDirectory() as d:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, uninstalled
-from nanorlvr import kernels as K  # noqa: E402
+from nanorlvr.papers import kernels as K  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--mode", default="logits", choices=K.MODES, help="paper 2's Eq. 1, or paper 1's rule")

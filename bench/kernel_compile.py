@@ -1,4 +1,4 @@
-"""Compile every Triton kernel of nanorlvr/kernels.py for a GPU, on a machine without one, and count
+"""Compile every Triton kernel of nanorlvr/papers/kernels.py for a GPU, on a machine without one, and count
 the instructions of their inner loops.
 
 The CPU tests run the kernels in Triton's interpreter, which accepts Python the compiler refuses (a
@@ -33,7 +33,7 @@ from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from nanorlvr import kernels as K  # noqa: E402
+from nanorlvr.papers import kernels as K  # noqa: E402
 
 KERNELS = ("_lse_kernel", "_write_kernel", "_sample_kernel", "_finish_kernel")
 

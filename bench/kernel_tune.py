@@ -1,6 +1,6 @@
 """Sweep the fused kernels' launch parameters (columns per step, warps per program, chunks per row) on a
 GPU and print the best per (output, dtype, B, V), as a share of the measured copy bandwidth. What
-kernels.py picks by default (`_warps`, `_split`) came from this sweep; run it again on a new GPU.
+papers/kernels.py picks by default (`_warps`, `_split`) came from this sweep; run it again on a new GPU.
 For sampling it also times the default launch with 7 Philox rounds instead of 10 (`K.PHILOX_ROUNDS`):
 bf16 sampling is bound by instruction issue, and Philox is half of its instructions
 (`python bench/kernel_compile.py --sass`).
@@ -14,7 +14,7 @@ import torch
 import triton.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nanorlvr import kernels as K  # noqa: E402
+from nanorlvr.papers import kernels as K  # noqa: E402
 
 bench = lambda fn: triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")  # noqa: E731
 src = torch.randn(2**28, device="cuda")

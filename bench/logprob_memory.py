@@ -1,7 +1,7 @@
 """
-Peak memory and time of the update's log-probs (scoring.completion_logprobs, forward + backward) with a
+Peak memory and time of the update's log-probs (logprobs.completion_logprobs, forward + backward) with a
 real vocabulary: the whole (rows, T, vocab) logits at once, against lm_head on the completion tokens only,
-scoring.LOGITS_PER_CHUNK logits at a time and recomputed in the backward. The model is Qwen2.5-shaped at the
+logprobs.LOGITS_PER_CHUNK logits at a time and recomputed in the backward. The model is Qwen2.5-shaped at the
 ends (vocabulary 151,936, tied embeddings) with a small body, so the vocabulary-sized tensors dominate, as
 they do in a real update. Each measurement runs in a fresh process. On the CPU: fp32, peak resident memory
 (ru_maxrss) above the resident memory just before the call; on a GPU: bf16 autocast,
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanorlvr import scoring  # noqa: E402
+from nanorlvr import logprobs  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -50,12 +50,12 @@ def measure(variant):
     idx = torch.randint(0, args.vocab, (args.rows, T), device=dev)
     plen = torch.full((args.rows,), args.prompt, device=dev)
     clen = torch.full((args.rows,), args.completion, device=dev)
-    chunk = 2 ** 62 if variant == "whole" else scoring.LOGITS_PER_CHUNK
+    chunk = 2 ** 62 if variant == "whole" else logprobs.LOGITS_PER_CHUNK
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
     def step():
         with autocast:
-            logp, mask, ent = scoring.completion_logprobs(model, idx, plen, clen, 1.0, with_entropy=True, chunk=chunk)
+            logp, mask, ent = logprobs.completion_logprobs(model, idx, plen, clen, 1.0, with_entropy=True, chunk=chunk)
         (logp.sum() / mask.sum()).backward()
         model.zero_grad(set_to_none=True)
 
@@ -82,8 +82,8 @@ if args.one:
 
 T = args.prompt + args.completion
 print(f"{args.rows} rows x ({args.prompt} prompt + {args.completion} completion tokens), vocab {args.vocab}, "
-      f"LOGITS_PER_CHUNK = 2^{scoring.LOGITS_PER_CHUNK.bit_length() - 1} "
-      f"({scoring.LOGITS_PER_CHUNK // args.vocab} tokens per chunk); whole logits would be "
+      f"LOGITS_PER_CHUNK = 2^{logprobs.LOGITS_PER_CHUNK.bit_length() - 1} "
+      f"({logprobs.LOGITS_PER_CHUNK // args.vocab} tokens per chunk); whole logits would be "
       f"{args.rows * (T - 1) * args.vocab / 1e9:.2f}e9 elements")
 res = {}
 for variant in ("whole", "chunked"):

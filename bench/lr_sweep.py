@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.jobs import run_all  # noqa: E402
 from bench.paper_results import PAPER, RUN, ensure_base, eval_curve  # noqa: E402
-from nanorlvr import checkpoint as ckpt  # noqa: E402
-from nanorlvr.extrapolate import is_update_matrix, linear_fit_predict  # noqa: E402
+from nanorlvr.infra import checkpoint as ckpt  # noqa: E402
+from nanorlvr.papers.extrapolate import is_update_matrix, linear_fit_predict  # noqa: E402
 
 
 def rise(curve, start=100):

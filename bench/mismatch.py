@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanorlvr import checkpoint as ckpt  # noqa: E402
+from nanorlvr.infra import checkpoint as ckpt  # noqa: E402
 from nanorlvr.engine import generate  # noqa: E402
-from nanorlvr.precision import SamplingCopy, autocast  # noqa: E402
+from nanorlvr.infra.precision import SamplingCopy, autocast  # noqa: E402
 from nanorlvr.prompts import format_for  # noqa: E402
-from nanorlvr.scoring import completion_logprobs, pack  # noqa: E402
+from nanorlvr.logprobs import completion_logprobs, pack  # noqa: E402
 from nanorlvr.tasks import ensure_toy_data, load_jsonl  # noqa: E402
 
 

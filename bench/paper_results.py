@@ -367,7 +367,7 @@ def plot_trajectories(out, path, seed, matrix="model.layers.1.mlp.up_proj.weight
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from nanorlvr import checkpoint as ckpt
+    from nanorlvr.infra import checkpoint as ckpt
     fig, axes = plt.subplots(1, len(REGIMES), figsize=(5 * len(REGIMES), 3.4))
     for ax, regime in zip(axes, REGIMES):
         ckpts = ckpt.list_checkpoints(Path(out) / regime / f"s{seed}" / "grpo")

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr.engine import generate  # noqa: E402
-from nanorlvr.hf import load_pretrained  # noqa: E402
+from nanorlvr.infra.hf import load_pretrained  # noqa: E402
 
 
 def sync(device):

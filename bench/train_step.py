@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanorlvr import precision  # noqa: E402
+from nanorlvr.infra import precision  # noqa: E402
 from nanorlvr.engine import generate  # noqa: E402
 from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanorlvr import grpo  # noqa: E402
 from nanorlvr.model import GPT, GPTConfig  # noqa: E402
-from nanorlvr.scoring import completion_logprobs, pack  # noqa: E402
+from nanorlvr.logprobs import completion_logprobs, pack  # noqa: E402
 
 
 GROUPED = grpo.micro_batches

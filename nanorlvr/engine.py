@@ -10,8 +10,8 @@ j-th token is drawn with its own pre-drawn uniform u[i, j] (inverse CDF), so a r
 its own logits: sharing, refilling and the check interval give the tokens of one row decoded alone. For
 every token it returns the log-prob under the distribution it was sampled from (after temperature /
 top-k / top-p), which GRPO uses as the old policy. static=True is the fixed-batch loop (decode_fixed) for
-CUDA graphs; the same loop decodes two models in lock-step (lockstep.py: only how the next token is picked
-lives there). scoring.py recomputes log-probs of given completions with one teacher-forced forward.
+CUDA graphs; the same loop decodes two models in lock-step (papers/lockstep.py: only how the next token is picked
+lives there). logprobs.py recomputes log-probs of given completions with one teacher-forced forward.
 """
 from dataclasses import dataclass
 
@@ -268,14 +268,14 @@ class StaticStep:
 
 def decode_fixed(models, prompts, u, next_token, stop_t, batch_size=None, share_prefix=True, check_every=8,
                  static=True):
-    """The fixed-batch loop of generate(static=True) and of lock-step decoding (lockstep.py), for one model or
+    """The fixed-batch loop of generate(static=True) and of lock-step decoding (papers/lockstep.py), for one model or
     several reading the same tokens, each with its own KV cache. Left-padded prompts (each distinct one
     prefilled once, its KV rows then copied to its samples); next_token(logits of each model, uniforms) ->
     (tokens, their log-probs, fired or None) picks every row's token. Rows go batch_size at a time.
     static: every row runs every step (a finished row decodes padding that is never read), slot j of the
     cache is visible once written, and the step is a StaticStep, a CUDA graph on a GPU; the host looks for
     finished rows every check_every tokens. Otherwise rows that stop leave the batch and every cache at
-    once (the gates of lockstep.py draw from a generator per running row). Returns the Generation that the
+    once (the gates of papers/lockstep.py draw from a generator per running row). Returns the Generation that the
     eager loop would, with `fired` (N, max_new_tokens) when next_token gives it."""
     n = batch_size or len(prompts)
     parts = [_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix, check_every, static)

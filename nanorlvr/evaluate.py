@@ -10,7 +10,7 @@ shows as such rather than as a weak model.
 """
 import torch
 
-from nanorlvr.stats import pass_at_k
+from nanorlvr.papers.stats import pass_at_k
 from nanorlvr.engine import generate
 from nanorlvr.verifier import extract_answer, reward
 

@@ -6,7 +6,7 @@ One GRPO step, in two halves that train.py calls in turn:
 
 The maths (advantages, weights, losses, KL) lives in grpo_loss.py as pure functions; this file moves data.
 Under torchrun each rank passes its own prompt groups; grpo_update then divides by the global normaliser
-and sums the gradients over ranks (dist.py), so the step is the one a single process would take.
+and sums the gradients over ranks (infra/dist.py), so the step is the one a single process would take.
 
 The rollout engine's log-probs (a bf16 copy, other kernels) differ slightly from the trainer's: every step
 logs their gap (logp_diff_mean / logp_diff_max) on the tokens of the first optimizer step's rows, whose
@@ -21,10 +21,11 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from nanorlvr import dist, grpo_loss
-from nanorlvr.common import UsageError
+from nanorlvr import grpo_loss
+from nanorlvr.infra import dist
+from nanorlvr.infra.common import UsageError
 from nanorlvr.engine import generate
-from nanorlvr.scoring import completion_logprobs, pack
+from nanorlvr.logprobs import completion_logprobs, pack
 from nanorlvr.verifier import reward
 
 # -----------------------------------------------------------------------------

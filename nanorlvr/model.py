@@ -6,7 +6,7 @@ The GPT: one decoder-only transformer that covers two families, chosen by `GPTCo
            attention; `qkv_bias` gives Qwen2, `qk_norm` (per-head RMSNorm on q and k) gives Qwen3.
 
 Parameter names follow Hugging Face's Llama layout (`model.layers.0.self_attn.q_proj.weight`, ...) so that
-Llama/Qwen checkpoints map one-to-one (see hf.py) and the analyses can find matrices and norms by name.
+Llama/Qwen checkpoints map one-to-one (see infra/hf.py) and the analyses can find matrices and norms by name.
 `model(idx)` returns logits (B, T, vocab). A `KVCache` makes incremental decoding cheap (see engine.py).
 """
 import math
@@ -203,7 +203,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.grad_ckpt = False  # recompute each block in the backward (torch.utils.checkpoint) to save memory
-        # Hugging Face's module names (model.embed_tokens, model.layers.N...): hf.py maps weights one to one
+        # Hugging Face's module names (model.embed_tokens, model.layers.N...): infra/hf.py maps weights one to one
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         if cfg.arch == "gpt2":

@@ -17,8 +17,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from nanorlvr.checkpoint import read_info
-from nanorlvr.common import UsageError
+from nanorlvr.infra.checkpoint import read_info
+from nanorlvr.infra.common import UsageError
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 from nanorlvr.tokenizer import encode_prompt, load_tokenizer, toy_tokenizer
 

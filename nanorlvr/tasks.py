@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from nanorlvr.common import UsageError
+from nanorlvr.infra.common import UsageError
 
 
 @dataclass

@@ -15,9 +15,9 @@ number. A gold's answer is never guessed from its last number. (2) Cleaning:
 \\left, spacing, $, \\%, degrees, units in \\text{..}, thousands separators. (3) If the first candidate
 on both sides is a plain number (integer, decimal, a/b, \\frac{a}{b}, 1e5) the two are compared as
 exact fractions.Fraction right here: no sympy, microseconds -- most RL rewards end here. (4) Anything
-else goes to a worker process (workers.py: a deadline per item, a hung worker killed and replaced) that
-parses each side with nanorlvr/mathparse.py (an allow-list tokenizer and a hand-written parser that builds
-sympy objects; never eval/sympify) and tests equivalence exactly with nanorlvr/mathequal.py: structurally,
+else goes to a worker process (verify/workers.py: a deadline per item, a hung worker killed and replaced) that
+parses each side with nanorlvr/verify/parse.py (an allow-list tokenizer and a hand-written parser that builds
+sympy objects; never eval/sympify) and tests equivalence exactly with nanorlvr/verify/equal.py: structurally,
 then by expand/simplify (decimals are exact rationals, so 3.50 == 7/2 but 1/2^99 != 1/2^98, and
 0.3333 != 1/3). Policy: units, %, currency and degrees are dropped (10% == 10); bare lists "a, b" and
 \\{a, b\\} are unordered sets, (a, b) is ordered; "x = 3" matches 3 and "y = 2x+1" matches 2x+1, an
@@ -35,7 +35,7 @@ import logging
 import re
 from fractions import Fraction
 
-from nanorlvr.workers import run_jobs
+from nanorlvr.verify.workers import run_jobs
 
 MAX_TEXT = 20_000  # only the tail of a response is searched for the answer
 MAX_ANSWER = 1_000  # a longer candidate answer is not an answer

@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 # Without a GPU, test_kernels.py runs the Triton kernels in Triton's interpreter. It is switched on before any
-# test module imports Triton (through nanorlvr.kernels), for the whole test process only: kernels.py itself
+# test module imports Triton (through nanorlvr.papers.kernels), for the whole test process only: papers/kernels.py itself
 # leaves the environment alone and dispatches CPU tensors to its torch references.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

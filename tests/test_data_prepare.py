@@ -1,4 +1,4 @@
-"""data/<set>/prepare.py and nanorlvr.convert: the GSM8K and MATH releases' own records, hand-written here in
+"""data/<set>/prepare.py and nanorlvr.infra.convert: the GSM8K and MATH releases' own records, hand-written here in
 their published shapes, become our jsonl; tasks.load_jsonl reads the result back with the same golds."""
 import importlib.util
 import json
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nanorlvr.common import UsageError
-from nanorlvr.convert import convert, gsm8k_row, math_row, read_rows
+from nanorlvr.infra.common import UsageError
+from nanorlvr.infra.convert import convert, gsm8k_row, math_row, read_rows
 from nanorlvr.tasks import load_jsonl
 from nanorlvr.verifier import verify
 

@@ -14,12 +14,12 @@ import torch
 import torch.multiprocessing as mp
 
 import train
-from nanorlvr import checkpoint as ckpt
-from nanorlvr import dist
-from nanorlvr.common import UsageError
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.infra import dist
+from nanorlvr.infra.common import UsageError
 from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update, micro_batches
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.scoring import completion_logprobs, pack
+from nanorlvr.logprobs import completion_logprobs, pack
 
 P, G, MAX_NEW = 4, 4, 8
 # name: (config overrides, optimizer, rank 1 gets only equal-reward groups). n_minibatches > 1 is left out:

@@ -2,7 +2,7 @@
 import torch
 
 from nanorlvr.engine import generate, sample_next
-from nanorlvr.scoring import completion_logprobs, pack
+from nanorlvr.logprobs import completion_logprobs, pack
 from nanorlvr.model import GPT, GPTConfig
 from margins import assert_greedy_path_is_clear
 

@@ -1,10 +1,10 @@
-"""Specification of nanorlvr.extrapolate: weight extrapolation (Paper 2), rank-k updates and AlphaRL (Paper 3)."""
+"""Specification of nanorlvr.papers.extrapolate: weight extrapolation (Paper 2), rank-k updates and AlphaRL (Paper 3)."""
 
 
 import pytest
 import torch
 
-import nanorlvr.extrapolate as ex
+import nanorlvr.papers.extrapolate as ex
 
 
 def make_sd(seed, dtype=torch.float32):

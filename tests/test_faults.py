@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import train
-from nanorlvr import checkpoint as ckpt
+from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr import grpo
-from nanorlvr.common import UsageError, parse_config, run_main
+from nanorlvr.infra.common import UsageError, parse_config, run_main
 from nanorlvr.engine import Generation
 from nanorlvr.evaluate import evaluate
 from nanorlvr.model import GPT, GPTConfig
@@ -56,7 +56,7 @@ def replace(src, dst):
     real(src, dst)
 os.replace = replace
 import train
-from nanorlvr.common import run_main
+from nanorlvr.infra.common import run_main
 run_main(train.main, sys.argv[1:])
 """
 TIMING = ("s_gen", "s_verify", "s_update", "tok_per_s")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config, Qwen3Config
 
 from nanorlvr.engine import generate
-from nanorlvr.hf import config_from_hf, config_to_hf, load_pretrained, save_pretrained
+from nanorlvr.infra.hf import config_from_hf, config_to_hf, load_pretrained, save_pretrained
 from nanorlvr.model import GPT, GPTConfig
 from margins import assert_greedy_path_is_clear
 

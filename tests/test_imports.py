@@ -9,20 +9,34 @@ SCRIPTS = {"train", "sample", "analyze"}
 
 
 def imports_of(path):
-    """The top-level names of every module `path` imports, anywhere in the file (nanorlvr.x -> 'nanorlvr.x')."""
+    """Every module name `path` imports, anywhere in the file. `from nanorlvr.x import y` gives both
+    'nanorlvr.x' and 'nanorlvr.x.y' (y may be a module or a name in x; package_graph keeps the modules)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            out |= {f"{node.module}.{a.name}" if node.module == "nanorlvr" else node.module for a in node.names}
+            out.add(node.module)
+            if node.module.startswith("nanorlvr"):
+                out |= {f"{node.module}.{a.name}" for a in node.names}
     return out
 
 
+def module_name(path):
+    """nanorlvr/papers/stats.py -> 'papers.stats'; a package's __init__.py -> the package ('papers')."""
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_files():
+    return sorted(PKG.rglob("*.py"))
+
+
 def package_graph():
-    mods = {p.stem for p in PKG.glob("*.py")}
-    return {p.stem: {m.split(".")[1] for m in imports_of(p) if m.startswith("nanorlvr.")
-                     and m.split(".")[1] in mods} - {p.stem} for p in PKG.glob("*.py")}
+    """module -> the package modules it imports (subpackages included, as dotted names)."""
+    mods = {module_name(p) for p in package_files()}
+    return {module_name(p): {m[len("nanorlvr."):] for m in imports_of(p) if m.startswith("nanorlvr.")
+                             and m[len("nanorlvr."):] in mods} - {module_name(p)} for p in package_files()}
 
 
 def find_cycle(graph):
@@ -47,17 +61,20 @@ def test_the_cycle_finder_finds_a_planted_cycle_and_none_in_a_dag():
 
 def test_imports_inside_a_function_are_read(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text("import torch\n\ndef f():\n    from nanorlvr import grpo\n    from nanorlvr.stats import dlogp\n")
-    assert imports_of(src) == {"torch", "nanorlvr.grpo", "nanorlvr.stats"}
+    src.write_text("import torch\n\ndef f():\n    from nanorlvr import grpo\n    from nanorlvr.papers.stats import dlogp\n")
+    assert imports_of(src) == {"torch", "nanorlvr", "nanorlvr.grpo", "nanorlvr.papers.stats",
+                               "nanorlvr.papers.stats.dlogp"}
 
 
 def test_no_import_cycle_in_the_package():
     graph = package_graph()
-    assert {"engine", "model", "verifier", "workers", "grpo", "grpo_loss", "checkpoint"} <= set(graph)
-    assert "model" in graph["engine"] and "grpo_loss" in graph["grpo"]  # the edges were read
+    assert {"engine", "model", "verifier", "verify.workers", "grpo", "grpo_loss", "infra.checkpoint",
+            "papers.stats", "papers"} <= set(graph)
+    # the edges were read, into subpackages too
+    assert "model" in graph["engine"] and "grpo_loss" in graph["grpo"] and "verify.workers" in graph["verifier"]
     assert find_cycle(graph) is None
 
 
 def test_the_package_imports_no_script():
-    for p in PKG.glob("*.py"):
+    for p in package_files():
         assert not {m.split(".")[0] for m in imports_of(p)} & SCRIPTS, p.name

@@ -1,4 +1,4 @@
-"""Specifications of nanorlvr/kernels.py: each Triton kernel computes what its torch reference does.
+"""Specifications of nanorlvr/papers/kernels.py: each Triton kernel computes what its torch reference does.
 
 Without a GPU the kernels run in Triton's interpreter (conftest.py switches it on), which is slow, so
 shapes stay small, except a vocabulary of a few blocks that is no multiple of the block, split over
@@ -18,7 +18,7 @@ import torch
 if not torch.cuda.is_available():  # before anything imports triton (conftest.py has already done it)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
-from nanorlvr import kernels as K  # noqa: E402
+from nanorlvr.papers import kernels as K  # noqa: E402
 from margins import assert_clear_argmax  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"

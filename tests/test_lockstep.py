@@ -3,10 +3,10 @@ coef 0, and the replacement gate fires exactly where its criterion holds."""
 import pytest
 import torch
 
-from nanorlvr.stats import token_metrics
+from nanorlvr.papers.stats import token_metrics
 from nanorlvr.engine import generate
-from nanorlvr.kernels import mixed_logits_torch
-from nanorlvr.lockstep import generate_lockstep
+from nanorlvr.papers.kernels import mixed_logits_torch
+from nanorlvr.papers.lockstep import generate_lockstep
 from nanorlvr.model import GPT, GPTConfig
 
 

@@ -4,7 +4,7 @@ sampler and the trainer agree, while recomputing makes a bf16 sampler's first pa
 
 import torch
 
-from nanorlvr.precision import SamplingCopy
+from nanorlvr.infra.precision import SamplingCopy
 from nanorlvr.engine import generate
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update

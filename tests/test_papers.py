@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import analyze
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyze_common import load_sd
-from nanorlvr.paper1_direction import ratio_to_reach, thresholds_for_ratios
-from nanorlvr.paper2_linearity import run_extrapolate, weight_linearity
-from nanorlvr.paper3_alpharl import alpharl_model, rank_k_model
-from nanorlvr.extrapolate import is_update_matrix
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.papers.report import load_sd
+from nanorlvr.papers.paper1_direction import ratio_to_reach, thresholds_for_ratios
+from nanorlvr.papers.paper2_linearity import run_extrapolate, weight_linearity
+from nanorlvr.papers.paper3_alpharl import alpharl_model, rank_k_model
+from nanorlvr.papers.extrapolate import is_update_matrix
 from nanorlvr.model import GPT, GPTConfig
 
 DATA = str(Path(__file__).resolve().parents[1] / "data")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nanorlvr import engine
-from nanorlvr.hf import load_pretrained, save_pretrained
+from nanorlvr.infra.hf import load_pretrained, save_pretrained
 from nanorlvr.prompts import ChatFormat
 from nanorlvr.tokenizer import load_tokenizer
 from test_tokenizer_hf import CHATS, CORPUS, TRAIN

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.checkpoint import save_model
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.infra.checkpoint import save_model
 from nanorlvr.evaluate import evaluator
-from nanorlvr.lockstep import generate_lockstep
+from nanorlvr.papers.lockstep import generate_lockstep
 from nanorlvr.model import GPT, GPTConfig
-from nanorlvr.paper1_direction import replacement_sweep
+from nanorlvr.papers.paper1_direction import replacement_sweep
 from nanorlvr.prompts import ToyFormat, held_out_for
 from nanorlvr.tasks import TaskConfig, generate_splits, write_jsonl
 from nanorlvr.tokenizer import toy_tokenizer

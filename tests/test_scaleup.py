@@ -12,8 +12,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 import train
-from nanorlvr import checkpoint as ckpt
-from nanorlvr import grpo, precision
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr import grpo
+from nanorlvr.infra import precision
 from nanorlvr.model import GPT, GPTConfig
 from nanorlvr.prompts import ChatFormat, detect_style, render_chat
 from nanorlvr.tokenizer import load_tokenizer

@@ -19,9 +19,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 import analyze
 import sample
 import train
-from nanorlvr import checkpoint as ckpt
+from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr import grpo
-from nanorlvr.common import UsageError, parse_config
+from nanorlvr.infra.common import UsageError, parse_config
 from nanorlvr.prompts import ChatFormat, ToyFormat, format_for, held_out_for
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl
 

@@ -1,4 +1,4 @@
-"""Specification of nanorlvr.stats: Paper 1 token metrics / gate / separability, Paper 2 linearity R^2 and
+"""Specification of nanorlvr.papers.stats: Paper 1 token metrics / gate / separability, Paper 2 linearity R^2 and
 filters, and pass@k."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from nanorlvr.stats import (histogram_overlap, logprob_r2_filter, n_sample, pass_at_k, r2_vs_step,
+from nanorlvr.papers.stats import (histogram_overlap, logprob_r2_filter, n_sample, pass_at_k, r2_vs_step,
                             replacement_gate, sample_entries, separability, token_metrics, weight_r2_filter)
 
 # ----------------------------------------------------------------------------- Paper 1

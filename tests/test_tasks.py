@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from nanorlvr.common import UsageError
+from nanorlvr.infra.common import UsageError
 from nanorlvr.tasks import TaskConfig, generate_splits, load_jsonl, make_problem, step_batch, write_jsonl
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import train
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.extrapolate import is_norm
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.papers.extrapolate import is_norm
 from nanorlvr.model import GPT, GPTConfig
 
 TINY = ["--n_layer=2", "--n_embd=64", "--n_head=2", "--n_ops=1", "--max_num=9", "--p_direct=0", "--n_train=200", "--n_test=16", "--n_eval=16",

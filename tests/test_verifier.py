@@ -1,4 +1,4 @@
-"""Specification of nanorlvr.verifier (and the parser behind it, nanorlvr.mathparse).
+"""Specification of nanorlvr.verifier (and the parser behind it, nanorlvr.verify.parse).
 
 The verifier computes the reward of every RL step from untrusted model output, so besides what
 counts as the same answer, these tests pin down what it must never do: run code, hang, round two
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanorlvr import mathequal, mathparse
+from nanorlvr.verify import equal, parse
 from nanorlvr.verifier import check_gold, extract_answer, reward, verify, verify_batch_detailed
 
 SLOW = (r'\boxed{(x^2-1)^{1000}}', r'(x-1)^{1000}(x+1)^{1000}')  # equal, but expanding takes seconds
@@ -204,10 +204,10 @@ def test_a_huge_response_is_cut_to_its_tail_and_still_read():
 def _parse_and_compare_all(answers):
     for a in answers:
         try:
-            v = mathparse.parse_answer(a)
-        except mathparse.ParseError:
+            v = parse.parse_answer(a)
+        except parse.ParseError:
             continue
-        assert mathequal.equivalent(v, v)
+        assert equal.equivalent(v, v)
 
 
 def test_parser_never_calls_eval_exec_or_sympify(monkeypatch):
@@ -220,7 +220,7 @@ def test_parser_never_calls_eval_exec_or_sympify(monkeypatch):
         monkeypatch.setattr(builtins, name, lambda *args, **kwargs: calls.append(args))
     monkeypatch.setattr(sympy_parser, 'parse_expr', lambda *args, **kwargs: calls.append(args))
     _parse_and_compare_all(answers)
-    assert mathequal.equivalent(mathparse.parse_answer('(x-1)(x+1)'), mathparse.parse_answer('x^2-1'))
+    assert equal.equivalent(parse.parse_answer('(x-1)(x+1)'), parse.parse_answer('x^2-1'))
     monkeypatch.undo()
     assert calls == []
 
@@ -228,8 +228,8 @@ def test_parser_never_calls_eval_exec_or_sympify(monkeypatch):
 @pytest.mark.parametrize('answer', ["__import__('os')", '().__class__', 'x.__dict__', "a['b']", '1 @ 2',
                                     r'\input{/etc/passwd}', '9^{9^{9^9}}', '(' * 100 + '1' + ')' * 100])
 def test_tokenizer_or_guards_reject(answer):
-    with pytest.raises(mathparse.ParseError):
-        mathparse.parse_answer(answer)
+    with pytest.raises(parse.ParseError):
+        parse.parse_answer(answer)
 
 
 # ---------------------------------------------------------------- time bound

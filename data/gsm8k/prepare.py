@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: the repo root holds nanorlvr
-from nanorlvr.common import UsageError, opt, parse_config, run_main  # noqa: E402
-from nanorlvr.convert import convert, gsm8k_row, hub_rows, read_rows, write_split  # noqa: E402
+from nanorlvr.infra.common import UsageError, opt, parse_config, run_main  # noqa: E402
+from nanorlvr.infra.convert import convert, gsm8k_row, hub_rows, read_rows, write_split  # noqa: E402
 
 
 @dataclass

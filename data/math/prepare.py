@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: the repo root holds nanorlvr
-from nanorlvr.common import UsageError, opt, parse_config, run_main  # noqa: E402
-from nanorlvr.convert import convert, hub_rows, math_row, read_rows, write_split  # noqa: E402
+from nanorlvr.infra.common import UsageError, opt, parse_config, run_main  # noqa: E402
+from nanorlvr.infra.convert import convert, hub_rows, math_row, read_rows, write_split  # noqa: E402
 
 SUBJECTS = ("algebra,counting_and_probability,geometry,intermediate_algebra,number_theory,prealgebra,"
             "precalculus")

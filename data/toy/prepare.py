@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: the repo root holds nanorlvr
-from nanorlvr.common import UsageError, opt, parse_config, run_main  # noqa: E402
+from nanorlvr.infra.common import UsageError, opt, parse_config, run_main  # noqa: E402
 from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl  # noqa: E402
 
 

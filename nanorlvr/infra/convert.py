@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from nanorlvr.common import UsageError
+from nanorlvr.infra.common import UsageError
 from nanorlvr.verifier import check_gold, extract_answer
 
 # -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Safe math-answer parser, used by nanorlvr/verifier.py (nanorlvr/mathequal.py compares its results).
+"""Safe math-answer parser, used by nanorlvr/verifier.py (nanorlvr/verify/equal.py compares its results).
 
 An answer string (already cut out of the model output and cleaned of LaTeX noise by the verifier) is
 tokenised against an allow-list -- numbers, operators, brackets, single letters, a fixed set of

@@ -1,8 +1,8 @@
 """
 Paper 2, "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training" (arXiv 2601.04537), behind
 `analyze.py linearity | extrapolate`: over a GRPO run's checkpoints, how linear in the step are the weights
-and the log-probs (R^2, stats.py), and where does extrapolating along the line W_t0 -> W_t1 (Eq. 2,
-extrapolate.py) lead? RL-Extra (Eq. 3) runs inside training: train.py --rl_extra, extrapolate.RLExtra.
+and the log-probs (R^2, papers/stats.py), and where does extrapolating along the line W_t0 -> W_t1 (Eq. 2,
+papers/extrapolate.py) lead? RL-Extra (Eq. 3) runs inside training: train.py --rl_extra, extrapolate.RLExtra.
 
 This file loads checkpoints, calls the maths, evaluates the resulting models and summarises.
 """
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyze_common import (group_means, kind_of, layer_of, load_sd, num_str, peak_rss_mb, plot_hist,
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.papers.report import (group_means, kind_of, layer_of, load_sd, num_str, peak_rss_mb, plot_hist,
                                      plot_lines, summary_stats)
-from nanorlvr.common import Progress, UsageError, log
+from nanorlvr.infra.common import Progress, UsageError, log
 from nanorlvr.engine import generate
-from nanorlvr.extrapolate import extrapolate_weights
-from nanorlvr.scoring import completion_logprobs, pack
-from nanorlvr.stats import logprob_r2_filter, n_sample, r2_vs_step, sample_entries, weight_r2_filter
+from nanorlvr.papers.extrapolate import extrapolate_weights
+from nanorlvr.logprobs import completion_logprobs, pack
+from nanorlvr.papers.stats import logprob_r2_filter, n_sample, r2_vs_step, sample_entries, weight_r2_filter
 
 
 # -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ model, no I/O, each tested against hand-computed values (tests/test_stats.py).
     paper 2 (arXiv 2601.04537)   r2_vs_step, n_sample / sample_entries, weight_r2_filter, logprob_r2_filter
     evaluation                   pass_at_k (unbiased, Chen et al. 2021)
 
-The analyses that use them: paper1_direction.py, paper2_linearity.py (papers.py is the index).
+The analyses that use them: papers/paper1_direction.py, papers/paper2_linearity.py (papers/__init__.py is the index).
 """
 
 import math

@@ -1,5 +1,5 @@
 """Weight-space methods on state dicts: linear extrapolation, RL-Extra jumps, rank-k updates and AlphaRL.
-(The two output-space (logits) extrapolations are kernels.py's, applied per decoded token by lockstep.py.)
+(The two output-space (logits) extrapolations are papers/kernels.py's, applied per decoded token by papers/lockstep.py.)
 
 Pure functions on tensors and state dicts (dict[str, Tensor]), no I/O; one small object, RLExtra, applies the
 jumps to a model in train.py's loop. Parameter names follow the HF Llama convention
@@ -8,7 +8,7 @@ All arithmetic is done in float32 (float64 if the input is float64) and cast bac
 checkpoint the untouched tensors come from, so bf16 checkpoints lose no precision in the differences.
 Paper 2 = "Not All Steps are Informative: On the Linearity of LLMs' RLVR Training" (arXiv 2601.04537);
 Paper 3 = "On Predictability of Reinforcement Learning Dynamics for Large Language Models" (AlphaRL,
-arXiv 2510.00553). papers.py lists where every paper's equations live.
+arXiv 2510.00553). papers/__init__.py lists where every paper's equations live.
 """
 
 import torch

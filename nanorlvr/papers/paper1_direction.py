@@ -5,24 +5,24 @@ Paper 1, "On the Direction of RLVR Updates for LLM Reasoning: Identification and
 1. Responses sampled from the base and from the RL model are teacher-forced through both; per token
    dlogp = log pi_RL(y) - log pi_base(y), KL(pi_RL || pi_base) and the entropies. How well does each metric
    tell base-generated from RL-generated text (ROC AUC, histogram overlap)? How sparse is dlogp?
-2. Token replacement: the base model leads, the RL model scores in lock-step (lockstep.py), and where a gate
+2. Token replacement: the base model leads, the RL model scores in lock-step (papers/lockstep.py), and where a gate
    fires the token is re-sampled from pi_RL. Held-out accuracy vs replacement ratio for each gate criterion,
    and the smallest ratio that recovers 90% of the RL - base gap.
 
-The statistics are stats.py's; the lock-step decoding is lockstep.py's (sample.py's test-time extrapolation
+The statistics are papers/stats.py's; the lock-step decoding is papers/lockstep.py's (sample.py's test-time extrapolation
 uses it too). Paper 1's training-time reweighting is grpo_loss.token_weights (train.py --reweight).
 """
 from pathlib import Path
 
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyze_common import num_str, plot_hist, plot_lines
-from nanorlvr.common import Progress, log
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.papers.report import num_str, plot_hist, plot_lines
+from nanorlvr.infra.common import Progress, log
 from nanorlvr.engine import generate
-from nanorlvr.lockstep import GATES, lockstep_generate_fn, replacement_ratio
-from nanorlvr.scoring import pack
-from nanorlvr.stats import histogram_overlap, separability, token_metrics
+from nanorlvr.papers.lockstep import GATES, lockstep_generate_fn, replacement_ratio
+from nanorlvr.logprobs import pack
+from nanorlvr.papers.stats import histogram_overlap, separability, token_metrics
 
 METRICS = ("dlogp", "kl", "entropy_base", "entropy_rl")
 SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
@@ -33,7 +33,7 @@ SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
 
 def completion_logits(model, idx, prompt_lens, completion_lens):
     """Teacher-forced logits predicting each completion token: (N, Lc, V) float32 on the CPU, the target ids
-    (N, Lc) and the mask (N, Lc) of real completion tokens (same positions as scoring.completion_logprobs)."""
+    (N, Lc) and the mask (N, Lc) of real completion tokens (same positions as logprobs.completion_logprobs)."""
     device = next(model.parameters()).device
     Lc = int(completion_lens.max())
     j = torch.arange(Lc)

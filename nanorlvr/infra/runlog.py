@@ -1,6 +1,6 @@
 """
 What a GRPO run reports: one metrics.jsonl row per step, the console line of each step and of each
-evaluation. train.py writes the rows; curves.py draws them; bench/ reads their keys, which stay as they are.
+evaluation. train.py writes the rows; infra/curves.py draws them; bench/ reads their keys, which stay as they are.
 
 A row: step, real_steps (RL-Extra's virtual steps excluded), reward (mean 0/1 verifier reward), pass_rate
 (share of prompts with at least one correct sample), len (mean completion tokens), truncated (share cut off
@@ -9,8 +9,8 @@ clip_frac, entropy, grad_norm, ...). Under torchrun each value is the mean over 
 """
 import torch
 
-from nanorlvr import dist
-from nanorlvr.common import log  # rank 0 only under torchrun
+from nanorlvr.infra import dist
+from nanorlvr.infra.common import log  # rank 0 only under torchrun
 
 
 def step_row(step, real_steps, roll, stats, group_size, seconds_update):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from nanorlvr import checkpoint as ckpt
-from nanorlvr.analyze_common import (gain_share, group_means, kind_of, load_sd, num_str, plot_hist, plot_lines,
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.papers.report import (gain_share, group_means, kind_of, load_sd, num_str, plot_hist, plot_lines,
                                      summary_stats)
-from nanorlvr.common import Progress, UsageError, log
-from nanorlvr.extrapolate import alpharl_predict, is_update_matrix, rank_k_state_dict
+from nanorlvr.infra.common import Progress, UsageError, log
+from nanorlvr.papers.extrapolate import alpharl_predict, is_update_matrix, rank_k_state_dict
 
 
 # -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """
 Several GPUs with torch.distributed: the process group and the reductions train.py needs (one GPU's
-precision modes and memory estimate are in precision.py).
+precision modes and memory estimate are in infra/precision.py).
 
 `torchrun --nproc_per_node=N train.py ...`: every rank holds the whole model, takes whole
 prompt groups (P/N prompts of the step's batch, so group advantages are the same as in one process),

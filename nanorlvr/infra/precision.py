@@ -16,7 +16,7 @@ import copy
 import torch
 
 from nanorlvr.model import GPT
-from nanorlvr.scoring import LOGITS_PER_CHUNK
+from nanorlvr.logprobs import LOGITS_PER_CHUNK
 
 # -----------------------------------------------------------------------------
 # precision
@@ -89,8 +89,8 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     prompt) and the fp32 sampling temporaries of one (rows, V) logits row (prefill computes only the last).
     Update: per token and layer ~(34 h + 8 i + 8 kv) bytes of saved activations in bf16 (one block's worth
     plus 4 h per layer with checkpointing), and the vocabulary-sized tensors: where a micro-batch's logits
-    fit in scoring.LOGITS_PER_CHUNK (the toy), ~2 V bytes per token of bf16 logits and ~16 V per completion
-    token for their fp32 copy, log-softmax, entropy and gradients; above it, scoring.completion_logprobs
+    fit in logprobs.LOGITS_PER_CHUNK (the toy), ~2 V bytes per token of bf16 logits and ~16 V per completion
+    token for their fp32 copy, log-softmax, entropy and gradients; above it, logprobs.completion_logprobs
     computes them a chunk at a time, ~(2 + 16) bytes per logit of one chunk. Plus (bf16-mixed) autocast's
     bf16 copy of the weights. Peak = static + max(rollout, update). On an H100 (bench/train_step.py,
     before the chunking) the rollout peaks were within 0.3 GiB and the update peaks within 8 V bytes per

@@ -1,6 +1,6 @@
 """
 Training curves of a GRPO run, drawn from its metrics.jsonl: train.py writes `curves.png` beside the
-checkpoints at the end of every run (also `python -m nanorlvr.curves RUN_DIR`).
+checkpoints at the end of every run (also `python -m nanorlvr.infra.curves RUN_DIR`).
 
 Four panels over the step: rollout reward (the mean of the 0/1 verifier rewards) with the held-out
 accuracies wherever the run evaluated (greedy and avg@k), mean response length, policy entropy, and the

@@ -1,6 +1,6 @@
 """
 What every analyze.py subcommand shares: plots, number formatting and small summaries of per-tensor values.
-The analyses themselves are paper1_direction.py, paper2_linearity.py and paper3_alpharl.py (papers.py lists
+The analyses themselves are papers/paper1_direction.py, papers/paper2_linearity.py and papers/paper3_alpharl.py (papers/__init__.py lists
 where each paper's equations live); the held-out accuracy of a model is evaluate.evaluator.
 
 Each analysis takes `evaluate_fn(model, generate_fn=None) -> dict` (evaluate.evaluator; its "acc" is the
@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from nanorlvr import checkpoint as ckpt  # noqa: E402
-from nanorlvr.extrapolate import is_norm  # noqa: E402
+from nanorlvr.infra import checkpoint as ckpt  # noqa: E402
+from nanorlvr.papers.extrapolate import is_norm  # noqa: E402
 
 
 def gain_share(acc, acc_base, acc_ref):

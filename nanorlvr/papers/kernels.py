@@ -34,7 +34,7 @@ interpreter (TRITON_INTERPRET=1, set by tests/conftest.py before Triton is impor
 
 import torch
 
-from nanorlvr.stats import dlogp
+from nanorlvr.papers.stats import dlogp
 
 try:
     import triton

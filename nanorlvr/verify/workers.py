@@ -5,8 +5,8 @@ The verifier's worker processes: sympy equivalence checks with a deadline, kept 
 
 A reply is {'ok': bool, 'why': str} (plus 'bad_gold': True when no gold candidate parses): the first
 prediction candidate that parses is compared with the first gold candidate that does, by
-nanorlvr/mathparse.py (an allow-list parser that builds sympy objects; never eval/sympify) and
-nanorlvr/mathequal.py (exact equivalence).
+nanorlvr/verify/parse.py (an allow-list parser that builds sympy objects; never eval/sympify) and
+nanorlvr/verify/equal.py (exact equivalence).
 
 Why processes: parsing is bounded by construction (token, depth, power and factorial caps), but sympy's
 simplify is not, and Python cannot interrupt a thread, while signal.alarm only works in the main thread of
@@ -37,7 +37,7 @@ class _Worker:
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = f'import sys; sys.path.insert(0, {root!r}); from nanorlvr.workers import worker_main; worker_main()'
+        code = f'import sys; sys.path.insert(0, {root!r}); from nanorlvr.verify.workers import worker_main; worker_main()'
         self.proc = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
         self.buf, self.ready = b'', False
@@ -148,8 +148,8 @@ def worker_main():
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     except (ImportError, ValueError, OSError):
         pass
-    from nanorlvr.mathequal import equivalent
-    from nanorlvr.mathparse import ParseError, parse_answer
+    from nanorlvr.verify.equal import equivalent
+    from nanorlvr.verify.parse import ParseError, parse_answer
     parse = functools.lru_cache(maxsize=4096)(parse_answer)
     equivalent(parse('\\tan^2(x)+1'), parse('\\sec^2(x)'))  # sympy imports lazily: pay it before 'ready'
     out = os.fdopen(os.dup(1), 'w')

@@ -37,7 +37,7 @@ arXiv 2510.00553. The RL update is nearly rank 1, and its rank-1 part grows line
     AlphaRL prediction from an early window     extrapolate.alpharl_predict, extrapolate.alpharl_state_dict,
                                                 paper3_alpharl.run_alpharl [analyze.py alpharl]
 
-What the analyses share: analyze_common.py (plots), evaluate.evaluator (held-out accuracy). The GRPO they
+What the analyses share: papers/report.py (plots), evaluate.evaluator (held-out accuracy). The GRPO they
 study: grpo.py (the step) and grpo_loss.py (its maths: GRPO, Dr. GRPO and DAPO, each function citing its
 paper).
 """

@@ -1,7 +1,7 @@
 """
 A run's checkpoints on disk, written so that a crash never leaves a half-written one behind.
 
-    out/<run>/step_000100/{model.safetensors, config.json}   weights in HF layout (hf.py), one folder per step
+    out/<run>/step_000100/{model.safetensors, config.json}   weights in HF layout (infra/hf.py), one folder per step
                           nanorlvr.json                       how to prompt it and what it was trained on
                           tokenizer.json, ...                 (a real model) the source's tokenizer files
     out/<run>/trainer_state.pt                               optimizer, schedule, RNG, data position (latest)
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from nanorlvr import dist
-from nanorlvr.common import UsageError, append_jsonl, log, seed_everything, set_rng_state
-from nanorlvr.hf import load_pretrained, save_pretrained
+from nanorlvr.infra import dist
+from nanorlvr.infra.common import UsageError, append_jsonl, log, seed_everything, set_rng_state
+from nanorlvr.infra.hf import load_pretrained, save_pretrained
 
 
 def step_dir(run_dir, step) -> Path:

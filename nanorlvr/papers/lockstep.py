@@ -5,7 +5,7 @@ read the same tokens, each with its own KV cache, and every next token comes fro
     mode "logits" (paper 2, Eq. 1):  z = a + alpha (b - a)                        raw logits
     mode "dlogp"  (paper 1):         z = (1 + gamma) log_softmax(b) - gamma log_softmax(a)
 
-The mixing itself lives in kernels.py (fused Triton on CUDA, torch elsewhere). Two ways to decode:
+The mixing itself lives in papers/kernels.py (fused Triton on CUDA, torch elsewhere). Two ways to decode:
 
 - dense (gate=None): every token is sampled from softmax(z / T), nucleus top_p.
 - gated (gate="dlogp" | "kl" | "entropy" | "random", paper 1's token replacement): model a leads and
@@ -21,9 +21,9 @@ top_p = 1 it is drawn by the fused Gumbel-max kernel instead.
 """
 import torch
 
-from nanorlvr.stats import replacement_gate, token_metrics
+from nanorlvr.papers.stats import replacement_gate, token_metrics
 from nanorlvr.engine import Generation, decode_fixed, sample_next
-from nanorlvr.kernels import mix_logprobs, mix_sample, token_dlogp
+from nanorlvr.papers.kernels import mix_logprobs, mix_sample, token_dlogp
 
 GATES = ("dlogp", "kl", "entropy", "random")
 

@@ -1,6 +1,6 @@
 """Are two parsed answers the same? The equivalence test of nanorlvr/verifier.py.
 
-Answers come from nanorlvr/mathparse.py (sympy expressions, matrices, sets, and tagged tuples; see its
+Answers come from nanorlvr/verify/parse.py (sympy expressions, matrices, sets, and tagged tuples; see its
 docstring). Expressions are equal when they are structurally equal, or their difference expands or
 simplifies to zero; a numeric probe at a fixed point rejects most unequal pairs before simplify runs.
 Decimals were parsed exactly, so 0.333 is not 1/3: no rounding tolerance, by design. Relations are equal
@@ -11,7 +11,7 @@ deadline.
 import sympy
 from sympy import Rational
 
-from nanorlvr.mathparse import PM, answer_kind, is_const, name_like, to_set
+from nanorlvr.verify.parse import PM, answer_kind, is_const, name_like, to_set
 
 
 def _probe(a, b):

@@ -1,0 +1,4 @@
+"""
+The verifier's machinery: answer text parsed into sympy (parse), equivalence of two parsed answers (equal),
+and the time-bounded worker processes that run them (workers). The reward itself is nanorlvr/verifier.py.
+"""
