@@ -361,6 +361,30 @@ def table(records, per_regime):
     return "\n".join(lines) + "\n"
 
 
+# the README's short table: one row per headline finding (the whole table is docs/results.md's)
+SHORT = ("weight_r2_median", "logprob_r2_median", "eq2_beyond_1.5", "eq1_1.5", "rlextra_reset_final",
+         "rank1_recovery", "alpharl_w80", "reweight_lowprob", "dlogp_separation", "dlogp_replacement")
+
+
+def short_table(records):
+    """The README's results table: the finding, the paper's figure, ours in both regimes, the verdicts."""
+    by = {(r["finding"], r["regime"]): r for r in records}
+    what = {key: (paper, w) for key, paper, w, *_ in FINDINGS}
+    lines = ["| paper | finding | paper's figure | ours: fast / paper regime | verdict fast / paper |",
+             "|---|---|---|---|---|"]
+    for key in SHORT:
+        f, p = by[(key, "fast")], by[(key, "paper")]
+        if key.startswith("dlogp_"):  # one seed, several gates: Δlog p's figure beside the best other's
+            def show(x):
+                return ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never" for k, v in x.items()
+                                 if k in ("dlogp", "kl", "entropy"))
+            paper, w, ours = 1, f["what"], f"fast: {show(f['per_seed'][0])}; paper: {show(p['per_seed'][0])}"
+        else:
+            (paper, w), ours = what[key], f"{cell(f)} / {cell(p)}"
+        lines.append(f"| {paper} | {w} | {f['paper_figure']} | {ours} | {f['verdict']} / {p['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_trajectories(out, path, seed, matrix="model.layers.1.mlp.up_proj.weight", n=4):
     """A few weight entries of one matrix against step, in both regimes: the n entries (of a fixed random
     sample of 2,000) that moved most by step 150, each as its change from step 0."""

@@ -1,6 +1,7 @@
-"""bench/paper_results.py and the README agree: the README's paper-regime command uses the script's settings,
-and its results table is the one the script rendered from bench/results/findings.json; the verdict rules and
-the lr rule of bench/lr_sweep.py on hand-made examples."""
+"""bench/paper_results.py, the README and docs/results.md agree: the README's paper-regime command uses the
+script's settings, docs/results.md's table is the one the script rendered from bench/results/findings.json and
+the README's short table is rendered from the same records; the verdict rules and the lr rule of
+bench/lr_sweep.py on hand-made examples."""
 import json
 import shlex
 import sys
@@ -13,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 from bench import lr_sweep, paper_results as P  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
+RESULTS_MD = (ROOT / "docs" / "results.md").read_text()
 FINDINGS = ROOT / "bench" / "results" / "findings.json"
 
 
@@ -29,13 +31,14 @@ def test_readme_paper_regime_command_uses_the_scripts_settings():
     assert set(P.PAPER) | (set(P.RUN) - {"--threads=1"}) == set(argv[3:])
 
 
-def test_readme_results_table_is_the_one_rendered_from_findings_json():
+def test_results_tables_are_the_ones_rendered_from_findings_json():
     data = json.loads(FINDINGS.read_text())
     records = data["findings"]
     main = [r for r in records if not r["finding"].startswith("dlogp_")]
     md = P.table(main, data["per_seed"]) + P.dlogp_table(records)
     assert (ROOT / "bench" / "results" / "paper_results.md").read_text() == md
-    assert md.strip() in README
+    assert md.strip() in RESULTS_MD
+    assert P.short_table(records).strip() in README
     assert data["regimes"] == {r: P.RUN + f for r, f in P.REGIMES.items()}  # the settings that ran are today's
 
 
