@@ -13,8 +13,10 @@ The points (every other train.py flag the quickstart's, 150 GRPO steps from the 
 At every point and seed: the run itself (a checkpoint and a greedy evaluation on 1,000 held-out problems
 every 10 steps), paper 1's low-probability reweighting, paper 2's RL-Extra (10, 10) with the optimizer reset
 and kept, then analyze.py linearity / extrapolate / rank1 / alpharl and sample.py --extrapolate=logits.
-Eq. 2 beyond the run uses alpha 1.5 and 2 (paper 2 reports gains for alpha about 1.3-3 and names no single
-best one; 2 is what findings.json measures). Each finding gets the verdict rule it has in findings.json.
+A point whose accuracy is still rising at step 150 (bench/lr_sweep.py's rule) gets one run of 300 steps
+(seed 1), recorded beside it as "long_run". Eq. 2 beyond the run uses alpha 1.5 and 2 (paper 2 reports
+gains for alpha about 1.3-3 and names no single best one; 2 is what findings.json measures). Each finding
+gets the verdict rule it has in findings.json.
 
 Jobs are bench/jobs.py's (two one-thread jobs at a time); a job whose output exists is skipped, so an
 interrupted run continues where it stopped. The two points equal to paper_results' regimes use its job names
@@ -22,7 +24,8 @@ and commands: with the same --out (default out/paper_results) their finished run
 
 Time (an estimate, not yet measured): paper_results measured 47 min for its 2 regimes x 3 seeds on a 2-core
 CPU; the map has 7 points, so about 2.7 h from scratch, about 2 h when paper_results' runs are already in
---out. QUICK=1 runs one seed: about a third of that (~55 min from scratch).
+--out, plus about 10 min per 300-step run of a point still rising. QUICK=1 runs one seed: about a third
+of that (~55 min from scratch). The closing line prints the measured wall time; step_size_map.json keeps it.
 """
 import argparse
 import json
@@ -87,6 +90,16 @@ def train_jobs(out, base, seeds, points=POINTS):
                 grpo(f"rlextra_{opt}_{name}/s{s}", s, *flags(lr, spr, ds), "--rl_extra=10,10",
                      f"--rl_extra_optimizer={opt}")
     return jobs
+
+
+LONG_STEPS = 300
+
+
+def long_jobs(out, base, points):
+    """A point still rising at step 150 gets one longer run (seed 1, LONG_STEPS steps): where does it level?"""
+    return [(f"{name}_long/s1", [PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}_long/s1",
+                                 "--seed=1", *P.RUN, *flags(lr, spr, ds), f"--steps={LONG_STEPS}"])
+            for name, lr, spr, ds in points]
 
 
 def analysis_jobs(out, seeds, points=POINTS):
@@ -202,7 +215,17 @@ def point_seed(out, point, s):
     return x
 
 
-def point_record(point, seeds, per_seed, commands):
+def two_se(p, n=1000):
+    return 2 * math.sqrt(p * (1 - p) / n)
+
+
+def is_rising(per_seed):
+    """bench/lr_sweep.py's rule: the rise of the line through steps 100-150 beyond 2 SE of one evaluation."""
+    return (statistics.mean(x["rise_100_150"] for x in per_seed)
+            > two_se(statistics.mean(x["final_acc"] for x in per_seed)))
+
+
+def point_record(point, seeds, per_seed, commands, long_curve=None):
     """One point of step_size_map.json: each finding as mean, std, per seed and findings.json's verdict."""
     name, lr, spr, ds = point
     found = {}
@@ -215,13 +238,11 @@ def point_record(point, seeds, per_seed, commands):
         xs = [x.get(fname) for x in per_seed]  # context: no verdict of their own
         m, sd, _ = P.mean_sd(xs)
         found[fname] = {"mean": m, "std": sd, "per_seed": xs}
-    # still rising (bench/lr_sweep.py's rule): the rise over steps 100-150 beyond 2 SE of one evaluation
-    p = statistics.mean(x["final_acc"] for x in per_seed)
-    two_se = 2 * math.sqrt(p * (1 - p) / 1000)
     return {"name": name, "lr": float(lr), "steps_per_rollout": spr, "dynamic_sampling": ds,
             "update_size": update_size(lr, spr),
-            "seeds": list(seeds), "findings": found, "still_rising": found["rise_100_150"]["mean"] > two_se,
-            "commands": commands}
+            "seeds": list(seeds), "findings": found, "still_rising": is_rising(per_seed),
+            "commands": commands, **({"long_run": {"steps": LONG_STEPS, "seed": 1, "curve": long_curve}}
+                                     if long_curve else {})}
 
 
 def commands_of(point, seeds, out, base):
@@ -291,7 +312,13 @@ def main():
     if not args.report_only:
         for jobs in (train_jobs(out, base, seeds), analysis_jobs(out, seeds)):
             run_all([j for j in jobs if not done(j[1])], args.parallel, out / "logs")
-    points = [point_record(pt, seeds, [point_seed(out, pt, s) for s in seeds], commands_of(pt, seeds, out, base))
+    per_point = {pt: [point_seed(out, pt, s) for s in seeds] for pt in POINTS}
+    rising = [pt for pt in POINTS if is_rising(per_point[pt])]
+    if not args.report_only:  # the points still rising at step 150 run on, once
+        run_all([j for j in long_jobs(out, base, rising) if not done(j[1])], args.parallel, out / "logs")
+    long = {pt: P.eval_curve(out / f"{pt[0]}_long/s1/grpo") for pt in rising
+            if (out / f"{pt[0]}_long/s1/summary.json").exists()}
+    points = [point_record(pt, seeds, per_point[pt], commands_of(pt, seeds, out, base), long.get(pt))
               for pt in POINTS]
     data = {"points": points, "base_flags": P.RUN,
             "findings": {f: {"paper": paper, "what": what, "paper_figure": fig, "paper_line": line}

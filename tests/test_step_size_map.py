@@ -131,3 +131,10 @@ def test_the_committed_map_follows_from_its_seeds_and_rules():
             if "verdict" in f:
                 m, sd, n = P.mean_sd(f["per_seed"])
                 assert (f["mean"], f["std"]) == (m, sd) and f["verdict"] == P.verdict(M.rule(name), m, sd, n)
+
+
+def test_a_point_still_rising_runs_on_once_to_the_long_step_count():
+    ((name, argv),) = M.long_jobs("o", "o/base", [POINT["lr3e-6"]])
+    steps = [a for a in argv if a.startswith("--steps=")]
+    assert name == "lr3e-6_long/s1" and steps[-1] == f"--steps={M.LONG_STEPS}" and M.LONG_STEPS > 150
+    assert "--lr=3e-6" in argv and "--seed=1" in argv and M.done(argv) is False
