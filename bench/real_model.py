@@ -9,10 +9,11 @@ checkpoints: the toy's findings, same analyses and verdict rules, on a model tha
 The task was chosen before any paper metric, by a rule (bench/results/smollm2/task_choice.md): the base's
 greedy held-out accuracy between 0.2 and 0.6, and one GRPO step (P x G samples and the update) at most about
 a minute on 2 cores. The chosen one: the toy with one operation on operands 1..30, a system prompt asking for
-the number only, 24 new tokens (TASK below).
+the number only, 24 new tokens (TASK below): base greedy 0.26 on 100 held-out problems, none truncated.
 
-Steps, each a job of bench/jobs.py (one thread each, two at a time; a job whose output exists is skipped, so
-an interrupted run continues where it stopped):
+Steps, each a job of bench/jobs.py (one thread each, two at a time; a job whose output exists is skipped and
+a training run killed midway resumes from its last checkpoint, so an interrupted bench continues where it
+stopped):
   1. lr sweep: SWEEP_LRS for SWEEP_STEPS steps each; the lr is chosen by choose_lr's rule (stated there).
   2. the run: STEPS GRPO steps from --init_from=data/smollm2/hf at the chosen lr, a checkpoint and a greedy
      evaluation on N_EVAL held-out problems every 10 steps; step 0's evaluation is the base's.
@@ -22,9 +23,10 @@ Outputs in bench/results/smollm2/ (metrics.jsonl, summary.json with base_greedy_
 n_eval, learning_curve.png, every analysis' report, findings.json with the "SmolLM2-135M" column); the
 checkpoints (540 MB each) stay under --out, never in git.
 
-Time: not yet measured end to end. From one measured step (task_choice.json) and evaluations of 100 problems
-in about 45 s on one thread, the sweep, the run and the analyses are an estimate of several hours on a
-2-core CPU shared with other work; the analyses' wall times are written to the results as they finish.
+Time (an estimate until measured end to end): a GRPO step took about 60 s on one thread (task_choice.json),
+a greedy evaluation of 200 problems about 90 s; so the sweep about 45 min (3 x 25 steps, two at a time), the
+run about 2 h (100 steps, 11 evaluations; a second seed runs beside it), the analyses about 1-1.5 h: about
+4 h in all on a 2-core CPU. Each job's wall time goes into findings.json ("job_seconds").
 """
 import argparse
 import json
@@ -46,7 +48,10 @@ COLUMN = "SmolLM2-135M"
 # the task chosen by the rule above (bench/results/smollm2/task_choice.json): toy problems, one operation
 TASK = ["--n_ops=1", "--max_num=30", "--n_train=2000", "--n_test=250",
         "--system_prompt=Give only the final answer as a number.", "--max_new_tokens=24"]
-ROLLOUT = ["--prompts_per_step=8", "--group_size=8", "--temperature=0.7", "--eval_k=0", "--threads=1"]
+# rollouts: 8 x 8 samples at temperature 0.5 (of 1.0 / 0.7 / 0.5 the one whose samples were right most often,
+# task_choice.json); micro-batches of 16 rows keep an update near 4 GB instead of 9.5, so two jobs fit in RAM
+ROLLOUT = ["--prompts_per_step=8", "--group_size=8", "--temperature=0.5", "--micro_batch=16", "--eval_k=0",
+           "--threads=1"]
 N_EVAL, STEPS, EVERY = 200, 100, 10
 SWEEP_LRS, SWEEP_STEPS = ("1e-6", "3e-6", "1e-5"), 25
 EVAL = [f"--n_eval={N_EVAL}", "--k=0", "--threads=1"]  # analyze.py: greedy accuracy on the run's held-out problems
@@ -56,6 +61,18 @@ def grpo(out, name, seed, lr, steps, save_every, eval_every, data_dir):
     return (name, [PY, "train.py", "--stage=grpo", f"--init_from={MODEL}", f"--out_dir={out}/{name}",
                    f"--data_dir={data_dir}", f"--seed={seed}", f"--lr={lr}", f"--steps={steps}",
                    f"--save_every={save_every}", f"--eval_every={eval_every}", f"--n_eval={N_EVAL}", *TASK, *ROLLOUT])
+
+
+def pending(jobs):
+    """The jobs still to run: a finished one (its output exists) is skipped, a training run killed midway
+    continues from its last checkpoint (train.py --resume=true: exactly as if never stopped)."""
+    todo = []
+    for name, argv in jobs:
+        if P.done(argv):
+            continue
+        run_dir = Path(next(a[10:] for a in argv if a.startswith("--out_dir="))) / "grpo" if argv[1] == "train.py" else None
+        todo.append((name, argv + (["--resume=true"] if run_dir and (run_dir / "trainer_state.pt").exists() else [])))
+    return todo
 
 
 def sweep_jobs(out, seed=1):
@@ -195,13 +212,13 @@ def main():
         sys.exit(f"error: {MODEL} is missing: build it with `python data/smollm2/prepare.py`")
     seconds = {}
     if not args.report_only:
-        seconds.update(run_all([j for j in sweep_jobs(out, seeds[0]) if not P.done(j[1])], args.parallel, out / "logs"))
+        seconds.update(run_all(pending(sweep_jobs(out, seeds[0])), args.parallel, out / "logs"))
     sweep = [(lr, *(lambda c: (c[0][1], c[-1][1]))(P.eval_curve(out / f"sweep/lr{lr}" / "grpo"))) for lr in SWEEP_LRS]
     lr = choose_lr(sweep)
     print(f"lr sweep (lr, base, after {SWEEP_STEPS} steps): {sweep} -> lr {lr}")
     if not args.report_only:
         for jobs in (run_jobs(out, seeds, lr), [j for s in seeds for j in analysis_jobs(out, s)]):
-            seconds.update(run_all([j for j in jobs if not P.done(j[1])], args.parallel, out / "logs"))
+            seconds.update(run_all(pending(jobs), args.parallel, out / "logs"))
     # the results: the first seed's run files and reports (no checkpoints), the column, the curve
     results.mkdir(parents=True, exist_ok=True)
     first = out / "run" / f"s{seeds[0]}"

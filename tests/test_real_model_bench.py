@@ -28,6 +28,9 @@ def test_every_run_starts_from_the_pretrained_model_on_the_chosen_task():
 def test_the_defaults_are_the_task_that_task_choice_json_chose():
     choice = json.loads(CHOICE.read_text())
     assert choice["chosen"]["train_flags"] == R.TASK
+    assert f"--temperature={choice['chosen']['rollout_temperature']:g}" in R.ROLLOUT
+    chosen = next(c for c in choice["candidates"] if c["name"] == choice["chosen"]["name"])
+    assert 0.2 <= chosen["greedy_acc"] <= 0.6 and f"--max_new_tokens={chosen['max_new_tokens']}" in R.TASK
 
 
 def test_every_analysis_reads_the_runs_checkpoints_with_explicit_sizes():
@@ -98,3 +101,14 @@ def test_the_smollm2_column_follows_findings_json_rules_and_leaves_out_what_is_n
     assert not any(k.startswith(("rlextra", "reweight")) for k in rec)  # not run on SmolLM2
     for r in rec.values():
         assert r["verdict"] == P.verdict(tuple(r["rule"]), r["mean"], r["std"], r["seeds"])
+
+
+def test_a_finished_job_is_skipped_and_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    done, killed, fresh = R.run_jobs(tmp_path, [1, 2, 3], "1e-6")
+    (tmp_path / "run/s1").mkdir(parents=True)
+    (tmp_path / "run/s1/summary.json").write_text("{}")
+    (tmp_path / "run/s2/grpo").mkdir(parents=True)
+    (tmp_path / "run/s2/grpo/trainer_state.pt").write_bytes(b"")
+    todo = dict(R.pending([done, killed, fresh]))
+    assert set(todo) == {"run/s2", "run/s3"}
+    assert todo["run/s2"] == killed[1] + ["--resume=true"] and todo["run/s3"] == fresh[1]
