@@ -275,33 +275,38 @@ def plot(data, path):
                 ax.errorbar([u for u, _ in pts], [f["mean"] for _, f in pts], yerr=[f["std"] or 0 for _, f in pts],
                             fmt=marker + "-", color=colour, ms=4, lw=1, capsize=2, label=label)
         if line is not None:
-            ax.axhline(line, color="grey", ls="--", lw=1, label=f"paper: {figure}")
+            ax.axhline(line, color="grey", ls="--", lw=1)
         elif rule(fname)[0] == "gain":
             ax.axhline(0, color="grey", lw=0.5)
         ax.set_xscale("log")
         ax.set_title(f"{fname}" + (f" (paper {paper})" if paper else ""), fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=5, loc="best")
-    for ax in list(axes.flat)[len(names):]:
+        if line is not None:
+            ax.text(0.02, 0.03, f"paper: {figure}", transform=ax.transAxes, fontsize=6, color="grey")
+    spare = list(axes.flat)[len(names):]
+    for ax in spare:
         ax.axis("off")
+    # one legend, in the first empty panel (or under the grid); one x label per column
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    (spare[0] if spare else fig).legend(handles, labels, fontsize=8, loc="center")
     for ax in axes[-1]:
         ax.set_xlabel("update size per rollout: lr x optimizer steps", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.05, top=0.97, hspace=0.45, wspace=0.25)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--quick", action="store_true", default=bool(os.environ.get("QUICK")),
+    p.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"),
                    help="seed 1 only (also QUICK=1): a preview without verdicts on differences")
     p.add_argument("--out", default="out/paper_results", help="runs (shared with bench/paper_results.py)")
     p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
     p.add_argument("--results", default=str(ROOT / "bench" / "results"))
     p.add_argument("--report_only", action="store_true", help="re-read finished runs, train nothing")
     p.add_argument("--plot_only", action="store_true", help="re-render the figure from the json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
     out, results, t0 = Path(args.out), Path(args.results), time.time()
     suffix = "_quick" if args.quick else ""

@@ -112,3 +112,22 @@ def test_a_finished_job_is_skipped_and_a_killed_run_resumes_from_its_checkpoint(
     todo = dict(R.pending([done, killed, fresh]))
     assert set(todo) == {"run/s2", "run/s3"}
     assert todo["run/s2"] == killed[1] + ["--resume=true"] and todo["run/s3"] == fresh[1]
+
+
+def test_every_flag_of_every_job_is_one_its_script_accepts():
+    # both benches: a renamed flag would otherwise surface hours into a run. argparse's errors (an unknown
+    # flag, a value of the wrong type) end in "(see --help)"; a value checked by validate() (a checkpoint
+    # missing here) is not this test's business.
+    import analyze
+    import sample
+    import train
+    from bench import step_size_map as M
+    from nanorlvr.infra.common import UsageError, parse_config
+    configs = {"train.py": train.TrainConfig, "sample.py": sample.SampleConfig, "analyze.py": analyze.COMMANDS}
+    jobs = (R.sweep_jobs("o") + R.run_jobs("o", [1], "1e-6") + R.analysis_jobs("o", 1)
+            + M.train_jobs("o", "o/base", [1]) + M.analysis_jobs("o", [1]) + M.long_jobs("o", "o/base", M.POINTS))
+    for _, argv in jobs:
+        try:
+            parse_config(configs[argv[1]], argv[2:])
+        except UsageError as e:
+            assert "(see --help)" not in str(e), (argv, e)

@@ -138,3 +138,20 @@ def test_a_point_still_rising_runs_on_once_to_the_long_step_count():
     steps = [a for a in argv if a.startswith("--steps=")]
     assert name == "lr3e-6_long/s1" and steps[-1] == f"--steps={M.LONG_STEPS}" and M.LONG_STEPS > 150
     assert "--lr=3e-6" in argv and "--seed=1" in argv and M.done(argv) is False
+
+
+def test_the_report_is_written_from_finished_runs_alone(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(M, "plot", lambda data, path: drawn.append((data, path)))  # the figure: tested above
+    curve = [(s, 0.3 + 0.001 * s) for s in range(0, 151, 10)]  # still rising at step 150
+    for name, *_ in M.POINTS:
+        write_point(tmp_path, name, 1, curve, rx_reset=[(0, 0, 0.3), (150, 75, 0.46)],
+                    rx_keep=[(0, 0, 0.3), (150, 75, 0.44)], rw_final=0.42)
+    M.main(["--quick", f"--out={tmp_path}", f"--results={tmp_path / 'r'}", "--report_only"])
+    data = json.loads((tmp_path / "r" / "step_size_map_quick.json").read_text())
+    assert [p["name"] for p in data["points"]] == [p[0] for p in M.POINTS]
+    assert drawn[0][0] == data and drawn[0][1] == tmp_path / "r" / "step_size_map_quick.png"
+    paper = data["points"][-1]
+    assert paper["dynamic_sampling"] and paper["seeds"] == [1] and paper["still_rising"]  # 0.05 over 50 steps > 2 SE
+    assert paper["findings"]["accuracy_gain"]["per_seed"] == [pytest.approx(0.15)]
+    assert any(c.startswith("python train.py") and "--dynamic_sampling=true" in c for c in paper["commands"])
