@@ -199,16 +199,16 @@ def plot_curve(curves, path):
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--seeds", default="1", help="GRPO seeds of the run (the sweep uses the first)")
     p.add_argument("--out", default="out/real_model", help="runs and checkpoints (never committed)")
     p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
     p.add_argument("--results", default=str(ROOT / "bench" / "results" / "smollm2"))
     p.add_argument("--report_only", action="store_true", help="re-read finished runs, train nothing")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     seeds, out, results, t0 = [int(s) for s in args.seeds.split(",")], Path(args.out), Path(args.results), time.time()
-    if not (ROOT / MODEL / "model.safetensors").exists():
+    if not args.report_only and not (ROOT / MODEL / "model.safetensors").exists():
         sys.exit(f"error: {MODEL} is missing: build it with `python data/smollm2/prepare.py`")
     seconds = {}
     if not args.report_only:

@@ -131,3 +131,35 @@ def test_every_flag_of_every_job_is_one_its_script_accepts():
             parse_config(configs[argv[1]], argv[2:])
         except UsageError as e:
             assert "(see --help)" not in str(e), (argv, e)
+
+
+def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tmp_path):
+    def put(path, obj, jsonl=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(json.dumps(o) for o in obj) if jsonl else json.dumps(obj))
+    out = tmp_path / "out"
+    for lr, after in zip(R.SWEEP_LRS, (0.30, 0.36, 0.20)):
+        put(out / f"sweep/lr{lr}/grpo/metrics.jsonl", [{"step": 0, "eval": {"greedy_acc": 0.3}},
+                                                       {"step": R.SWEEP_STEPS, "eval": {"greedy_acc": after}}], jsonl=True)
+    run = out / "run/s1"
+    put(run / "grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 + s / 500}} for s in range(0, 101, 10)], jsonl=True)
+    put(run / "summary.json", {"base_greedy_acc": 0.3, "final_greedy_acc": 0.4, "n_eval": R.N_EVAL})
+    (run / "analysis/rank1").mkdir(parents=True)
+    (run / "analysis/rank1/model.safetensors").write_bytes(b"weights")  # never copied into the results
+    for name, rep in reports().items():
+        put(run / "analysis" / name / "report.json", rep)
+    put(run / "analysis/eq1.json", EQ1)
+    put(run / "analysis/dlogp/report.json", {
+        "separability": {m: {"separation": v} for m, v in (("dlogp", 0.6), ("kl", 0.2), ("entropy", 0.1))},
+        "replacement": {"ratio_to_90pct_gap": {"dlogp": 0.05, "kl": 0.1, "entropy": None, "random": None}}})
+    put(run / "analysis/dlogp_extrapolation.json", {"results": [
+        {"setting": "plain b", "greedy_acc": 0.4}, {"setting": "gate dlogp tau=-0.3 gamma=0", "greedy_acc": 0.38},
+        {"setting": "gate dlogp tau=-0.3 gamma=0.1", "greedy_acc": 0.41}]})
+    res = tmp_path / "results"
+    R.main([f"--out={out}", f"--results={res}", "--report_only"])
+    found = json.loads((res / "findings.json").read_text())
+    assert found["lr_sweep"]["chosen"] == "3e-6" and found["learned"] == {"1": True}  # +0.2 on 200: 2 SE is 0.097
+    assert {r["finding"] for r in found["findings"]} >= {"weight_r2_median", "rank1_recovery", "dlogp_separation"}
+    assert json.loads((res / "summary.json").read_text())["n_eval"] == R.N_EVAL
+    assert (res / "metrics.jsonl").exists() and (res / "learning_curve.png").exists()
+    assert (res / "reports/rank1/report.json").exists() and not list(res.rglob("*.safetensors"))
