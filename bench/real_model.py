@@ -23,10 +23,11 @@ Outputs in bench/results/smollm2/ (metrics.jsonl, summary.json with base_greedy_
 n_eval, learning_curve.png, every analysis' report, findings.json with the "SmolLM2-135M" column); the
 checkpoints (540 MB each) stay under --out, never in git.
 
-Time (an estimate until measured end to end): a GRPO step took about 60 s on one thread (task_choice.json),
-a greedy evaluation of 200 problems about 90 s; so the sweep about 45 min (3 x 25 steps, two at a time), the
-run about 2 h (100 steps, 11 evaluations; a second seed runs beside it), the analyses about 1-1.5 h: about
-4 h in all on a 2-core CPU. Each job's wall time goes into findings.json ("job_seconds").
+Time (an estimate until measured end to end): a GRPO step took 60-110 s on one thread of a loaded 2-core
+CPU (task_choice.json), a greedy evaluation of 200 problems about 90 s; so the sweep about 1 h (3 x 25 steps,
+two at a time), the run 2-3 h (100 steps, 11 evaluations; a second seed runs beside it), the analyses, one
+at a time for memory, about 1.5 h: 4-6 h in all. Each job's wall time goes into findings.json
+("job_seconds"). Disk: about 6 GB of checkpoints per run under --out.
 """
 import argparse
 import json
@@ -73,6 +74,26 @@ def pending(jobs):
         run_dir = Path(next(a[10:] for a in argv if a.startswith("--out_dir="))) / "grpo" if argv[1] == "train.py" else None
         todo.append((name, argv + (["--resume=true"] if run_dir and (run_dir / "trainer_state.pt").exists() else [])))
     return todo
+
+
+# a job run under this wrapper ends its log with its peak RSS (issue 27 asks each analysis' memory)
+RSS = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+       "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); sys.exit(rc)")
+
+
+def with_rss(jobs):
+    return [(name, [PY, "-c", RSS, *argv]) for name, argv in jobs]
+
+
+def peak_rss_mb(log_dir, names):
+    """{job: peak RSS in MB} read back from the logs of jobs run with_rss."""
+    peaks = {}
+    for name in names:
+        log = Path(log_dir) / f"{name.replace('/', '_')}.log"
+        lines = [ln for ln in (log.read_text().splitlines() if log.exists() else []) if ln.startswith("peak_rss_mb")]
+        if lines:
+            peaks[name] = float(lines[-1].split()[1])
+    return peaks
 
 
 def sweep_jobs(out, seed=1):
@@ -203,7 +224,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--seeds", default="1", help="GRPO seeds of the run (the sweep uses the first)")
     p.add_argument("--out", default="out/real_model", help="runs and checkpoints (never committed)")
-    p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
+    p.add_argument("--parallel", type=int, default=2, help="training jobs at once (each on one thread, ~4 GB)")
+    p.add_argument("--analysis_parallel", type=int, default=1, help="analyses at once (one on SmolLM2 has "
+                                                                   "peaked at 8 GB RSS: one at a time by default)")
     p.add_argument("--results", default=str(ROOT / "bench" / "results" / "smollm2"))
     p.add_argument("--report_only", action="store_true", help="re-read finished runs, train nothing")
     args = p.parse_args(argv)
@@ -217,8 +240,9 @@ def main(argv=None):
     lr = choose_lr(sweep)
     print(f"lr sweep (lr, base, after {SWEEP_STEPS} steps): {sweep} -> lr {lr}")
     if not args.report_only:
-        for jobs in (run_jobs(out, seeds, lr), [j for s in seeds for j in analysis_jobs(out, s)]):
-            seconds.update(run_all(pending(jobs), args.parallel, out / "logs"))
+        seconds.update(run_all(pending(run_jobs(out, seeds, lr)), args.parallel, out / "logs"))
+        seconds.update(run_all(with_rss(pending([j for s in seeds for j in analysis_jobs(out, s)])),
+                               args.analysis_parallel, out / "logs"))
     # the results: the first seed's run files and reports (no checkpoints), the column, the curve
     results.mkdir(parents=True, exist_ok=True)
     first = out / "run" / f"s{seeds[0]}"
@@ -237,6 +261,7 @@ def main(argv=None):
         {"column": COLUMN, "seeds": seeds, "lr_sweep": {"rows": sweep, "chosen": lr, "steps": SWEEP_STEPS},
          "flags": TASK + ROLLOUT, "learned": {s: learning_ok(c) for s, c in curves.items()},
          "findings": records, "per_seed": xs, "job_seconds": seconds,
+         "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for s in seeds for n, _ in analysis_jobs(out, s)]),
          **({} if args.report_only else {"wall_seconds": time.time() - t0})}, indent=1))
     for r in records:
         m = r.get("mean")

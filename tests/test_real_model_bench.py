@@ -163,3 +163,12 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
     assert json.loads((res / "summary.json").read_text())["n_eval"] == R.N_EVAL
     assert (res / "metrics.jsonl").exists() and (res / "learning_curve.png").exists()
     assert (res / "reports/rank1/report.json").exists() and not list(res.rglob("*.safetensors"))
+
+
+def test_an_analysis_run_under_the_wrapper_logs_its_peak_rss(tmp_path):
+    import subprocess
+    ((name, argv),) = R.with_rss([("s1/probe", [sys.executable, "-c", "x = bytearray(200 * 2**20); print('ok')"])])
+    log = tmp_path / "s1_probe.log"
+    with open(log, "w") as f:
+        assert subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT).returncode == 0
+    assert 200 < R.peak_rss_mb(tmp_path, [name])[name] < 2000  # the child's 200 MB, not the wrapper's
