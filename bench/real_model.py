@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import paper_results as P  # noqa: E402
 from bench.jobs import run_all  # noqa: E402
+from bench.step_size_map import machine  # noqa: E402
 
 PY = P.PY
 MODEL = "data/smollm2/hf"
@@ -262,7 +263,7 @@ def main(argv=None):
          "flags": TASK + ROLLOUT, "learned": {s: learning_ok(c) for s, c in curves.items()},
          "findings": records, "per_seed": xs, "job_seconds": seconds,
          "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for s in seeds for n, _ in analysis_jobs(out, s)]),
-         **({} if args.report_only else {"wall_seconds": time.time() - t0})}, indent=1))
+         **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}, indent=1))
     for r in records:
         m = r.get("mean")
         print(f"{r['finding']:>26}: {m if m is None else round(m, 3)} ({r['verdict']})")

@@ -71,6 +71,8 @@ def reweight_step(lr, spr):
 
 
 def train_jobs(out, base, seeds, points=POINTS):
+    """(name, argv) of every training run: the points' runs, then reweighting, then RL-Extra (paper_results'
+    names and argv for its two regimes: a test checks)."""
     jobs = []
 
     def grpo(name, seed, *fl):
@@ -286,7 +288,7 @@ def plot(data, path):
     spare = list(axes.flat)[len(names):]
     for ax in spare:
         ax.axis("off")
-    # one legend, in the first empty panel (or under the grid); one x label per column
+    # one legend, in the first empty panel (or over the figure); the x axis named under the last row
     handles, labels = axes.flat[0].get_legend_handles_labels()
     (spare[0] if spare else fig).legend(handles, labels, fontsize=8, loc="center")
     for ax in axes[-1]:
@@ -294,6 +296,16 @@ def plot(data, path):
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.05, top=0.97, hspace=0.45, wspace=0.25)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def machine():
+    """The CPU model, its core count and torch's version, for the record beside a wall time."""
+    import platform
+    import torch
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in (info.read_text().splitlines() if info.exists() else [])
+             if ln.startswith("model name")]
+    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def main(argv=None):
@@ -328,7 +340,7 @@ def main(argv=None):
     data = {"points": points, "base_flags": P.RUN,
             "findings": {f: {"paper": paper, "what": what, "paper_figure": fig, "paper_line": line}
                          for f, _, paper, what, fig, line in FINDINGS},
-            **({} if args.report_only else {"wall_seconds": time.time() - t0})}
+            **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}
     results.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(data, indent=1))
     plot(data, png_path)
