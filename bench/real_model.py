@@ -102,6 +102,12 @@ def sweep_jobs(out, seed=1):
     return [grpo(out, f"sweep/lr{lr}", seed, lr, SWEEP_STEPS, SWEEP_STEPS, SWEEP_STEPS, f"{out}/data") for lr in SWEEP_LRS]
 
 
+def sweep_rows(out):
+    """(lr, base accuracy, accuracy after the sweep's steps) of each sweep run, for choose_lr."""
+    curves = {lr: P.eval_curve(Path(out) / f"sweep/lr{lr}" / "grpo") for lr in SWEEP_LRS}
+    return [(lr, c[0][1], c[-1][1]) for lr, c in curves.items()]
+
+
 def choose_lr(rows):
     """The lr rule, fixed before the run: rows are (lr, base accuracy, accuracy after the sweep's steps) on the
     same N_EVAL problems. An lr whose accuracy fell below the base's by more than 2 standard errors
@@ -237,7 +243,7 @@ def main(argv=None):
     seconds = {}
     if not args.report_only:
         seconds.update(run_all(pending(sweep_jobs(out, seeds[0])), args.parallel, out / "logs"))
-    sweep = [(lr, *(lambda c: (c[0][1], c[-1][1]))(P.eval_curve(out / f"sweep/lr{lr}" / "grpo"))) for lr in SWEEP_LRS]
+    sweep = sweep_rows(out)
     lr = choose_lr(sweep)
     print(f"lr sweep (lr, base, after {SWEEP_STEPS} steps): {sweep} -> lr {lr}")
     if not args.report_only:
