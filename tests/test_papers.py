@@ -183,3 +183,16 @@ def test_dlogp_subcommand(tmp_path):
     for pts in sweep.values():
         assert all(0 <= p["ratio"] <= 1 for p in pts)
     assert sweep["dlogp"][1]["ratio"] > sweep["dlogp"][0]["ratio"]  # a looser gate replaces more
+
+
+def test_alpharl_norm_ratio_pools_top_singular_values_over_frobenius_norms_unlike_the_energy_share():
+    from nanorlvr.papers.paper3_alpharl import top1_norm_ratio
+    from nanorlvr.papers.extrapolate import rank_k_state_dict
+    q, o = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.o_proj.weight"
+    base = {q: torch.zeros(2, 2), o: torch.ones(3, 2), "model.norm.weight": torch.ones(2)}
+    # updates diag(3, 4) (s1 4, ||.||_F 5) and a rank-1 one of norm 1 (s1 1, ||.||_F 1); the norm moves nothing
+    rl = {q: torch.diag(torch.tensor([3.0, 4.0])), o: torch.ones(3, 2) + torch.tensor([[1.0, 0], [0, 0], [0, 0]]),
+          "model.norm.weight": torch.full((2,), 7.0)}
+    assert top1_norm_ratio(base, rl) == pytest.approx((4 + 1) / (5 + 1))
+    _, shares = rank_k_state_dict(base, rl, 1)
+    assert shares[q] == pytest.approx(16 / 25) and shares[o] == pytest.approx(1.0)  # the other statistic

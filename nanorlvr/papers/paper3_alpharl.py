@@ -32,7 +32,22 @@ def rank_k_model(base_path, rl_path, k=1, device="cpu"):
     return model.eval(), shares
 
 
+def top1_norm_ratio(sd_base, sd_rl):
+    """AlphaRL's own printed statistic of rank-1 dominance, sum_m s1(dW_m) / sum_m ||dW_m||_F over the update
+    matrices m: a ratio of norms pooled over matrices, not the per-matrix energy share s1^2 / sum s_i^2 (a
+    matrix whose update is spread evenly over r components has energy share 1/r but norm ratio 1/sqrt(r))."""
+    top, frob = 0.0, 0.0
+    for name, wb in sd_base.items():
+        if is_update_matrix(name, wb):
+            d = sd_rl[name].double() - wb.double()
+            top += torch.linalg.matrix_norm(d, ord=2).item()
+            frob += torch.linalg.matrix_norm(d).item()
+    return top / frob if frob > 0 else float("nan")
+
+
 def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
+    # AlphaRL's pooled ratio first, on two state dicts that are freed before the rank-k model is built
+    norm_ratio = top1_norm_ratio(load_sd(base_path), load_sd(rl_path))
     model, shares = rank_k_model(base_path, rl_path, k, device)
     share_t = torch.tensor([s for s in shares.values() if not math.isnan(s)])
     r_rank = evaluate_fn(model)
@@ -46,14 +61,16 @@ def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
               "top1_share": {**summary_stats(share_t, 0.5),
                              "per_kind_mean": group_means({n: torch.tensor([s]) for n, s in shares.items()
                                                            if not math.isnan(s)}, kind_of),
-                             "per_matrix": shares}}
+                             "per_matrix": shares},
+              "top1_norm_ratio": norm_ratio}
     plot_hist(Path(out) / "top1_share.png", {"update matrices": share_t},
               "Share of each matrix's RL update in its top singular component", "s1^2 / sum s_i^2", bins=20,
               range=(0, 1))
     summary = [f"Accuracy: base {num_str(r_base['acc'])}, RL {num_str(r_rl['acc'])}, rank-{k} {num_str(r_rank['acc'])}: "
                f"recovery {num_str(recovery)} of the RL gain (Paper 3, rank 1: > 0.99).",
                f"Top singular component holds a median {num_str(report['top1_share']['median'])} of each matrix's "
-               f"update energy ({len(share_t)} matrices)."]
+               f"update energy ({len(share_t)} matrices); as AlphaRL prints it, sum s1 / sum ||dW||_F = "
+               f"{num_str(norm_ratio)}."]
     return report, summary
 
 

@@ -1,0 +1,354 @@
+"""
+When do the three papers' findings hold? Every finding of bench/paper_results.py against the size of the
+update per rollout, lr x optimizer steps per rollout, on the toy, three GRPO seeds per point.
+
+    python bench/step_size_map.py            # all points, seeds 1,2,3 -> bench/results/step_size_map.json + .png
+    QUICK=1 python bench/step_size_map.py    # seed 1 only (a preview, no verdict on a difference): *_quick.*
+
+The points (every other train.py flag the quickstart's, 150 GRPO steps from the same SFT base):
+  lr 3e-6, 1e-5, 3e-5, 1e-4 with one optimizer step per rollout (lr 1e-4 is paper_results' "fast" regime),
+  lr 2.5e-6 and 1e-5 with four (--n_minibatches=4; 2.5e-6 x 4 has the product of 1e-5 x 1: do lr and steps
+  per rollout trade one for one?), and 1e-5 x 4 with DAPO's dynamic sampling, a separate flag on one point:
+  the README's paper regime (paper_results' "paper").
+At every point and seed: the run itself (a checkpoint and a greedy evaluation on 1,000 held-out problems
+every 10 steps), paper 1's low-probability reweighting, paper 2's RL-Extra (10, 10) with the optimizer reset
+and kept, then analyze.py linearity / extrapolate / rank1 / alpharl and sample.py --extrapolate=logits.
+A point whose accuracy is still rising at step 150 (bench/lr_sweep.py's rule) gets one run of 300 steps
+(seed 1), recorded beside it as "long_run". Eq. 2 beyond the run uses alpha 1.5 and 2 (paper 2 reports
+gains for alpha about 1.3-3 and names no single best one; 2 is what findings.json measures). Each finding
+gets the verdict rule it has in findings.json.
+
+Jobs are bench/jobs.py's (two one-thread jobs at a time); a job whose output exists is skipped, so an
+interrupted run continues where it stopped. The two points equal to paper_results' regimes use its job names
+and commands: with the same --out (default out/paper_results) their finished runs are shared.
+
+Time (an estimate, not yet measured): paper_results measured 47 min for its 2 regimes x 3 seeds on a 2-core
+CPU; the map has 7 points, so about 2.7 h from scratch, about 2 h when paper_results' runs are already in
+--out, plus about 10 min per 300-step run of a point still rising. QUICK=1 runs one seed: about a third
+of that (~55 min from scratch). The closing line prints the measured wall time; step_size_map.json keeps it.
+"""
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench import paper_results as P  # noqa: E402
+from bench.jobs import run_all  # noqa: E402
+from bench.lr_sweep import rise  # noqa: E402
+
+PY = P.PY
+# (name, lr as written in the flag, optimizer steps per rollout, dynamic sampling); paper_results' regimes
+# keep their names, so their runs are shared
+POINTS = [("lr3e-6", "3e-6", 1, False), ("lr1e-5", "1e-5", 1, False), ("lr3e-5", "3e-5", 1, False),
+          ("fast", "1e-4", 1, False), ("lr2.5e-6x4", "2.5e-6", 4, False), ("lr1e-5x4", "1e-5", 4, False),
+          ("paper", "1e-5", 4, True)]
+
+
+def flags(lr, spr, ds):
+    """train.py flags of a point on top of P.RUN (the paper point's are exactly P.PAPER, fast's P.FAST)."""
+    return [f"--lr={lr}"] + ([f"--n_minibatches={spr}"] if spr > 1 else []) + (["--dynamic_sampling=true"] if ds else [])
+
+
+def update_size(lr, spr):
+    return float(lr) * spr
+
+
+def reweight_step(lr, spr):
+    """Paper 1's reweighting is compared with the plain run at the same step: 40 where the gain comes in its
+    first 20-30 steps (update size >= 1e-4, paper_results' fast regime), 100 for the slower drifts."""
+    return 40 if update_size(lr, spr) >= 1e-4 else 100
+
+
+# -----------------------------------------------------------------------------
+# the jobs: training runs first, then the analyses of each run
+
+
+def train_jobs(out, base, seeds, points=POINTS):
+    """(name, argv) of every training run: the points' runs, then reweighting, then RL-Extra (paper_results'
+    names and argv for its two regimes: a test checks)."""
+    jobs = []
+
+    def grpo(name, seed, *fl):
+        jobs.append((name, [PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}",
+                            f"--seed={seed}", *P.RUN, *fl]))
+    for name, lr, spr, ds in points:
+        for s in seeds:
+            grpo(f"{name}/s{s}", s, *flags(lr, spr, ds))
+    for name, lr, spr, ds in points:  # paper 1's token weights, shorter: compared at the same step
+        at = reweight_step(lr, spr)
+        for s in seeds:
+            grpo(f"reweight_lowprob_{name}/s{s}", s, *flags(lr, spr, ds), "--reweight=lowprob", f"--steps={at}",
+                 "--eval_every=0", f"--save_every={at}")
+    for name, lr, spr, ds in points:  # paper 2, Eq. 3: RL-Extra (10 real steps, then a jump of 10)
+        for s in seeds:
+            for opt in ("reset", "keep"):
+                grpo(f"rlextra_{opt}_{name}/s{s}", s, *flags(lr, spr, ds), "--rl_extra=10,10",
+                     f"--rl_extra_optimizer={opt}")
+    return jobs
+
+
+LONG_STEPS = 300
+
+
+def long_jobs(out, base, points):
+    """A point still rising at step 150 gets one longer run (seed 1, LONG_STEPS steps): where does it level?"""
+    return [(f"{name}_long/s1", [PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}_long/s1",
+                                 "--seed=1", *P.RUN, *flags(lr, spr, ds), f"--steps={LONG_STEPS}"])
+            for name, lr, spr, ds in points]
+
+
+def analysis_jobs(out, seeds, points=POINTS):
+    """paper_results' analyses of each run, argv for argv (a test checks), paper 1's dlogp left out."""
+    jobs = []
+    for name, *_ in points:
+        for s in seeds:
+            run, a = f"{out}/{name}/s{s}/grpo", f"{out}/{name}/s{s}/analysis"
+            jobs += [
+                (f"{name}/s{s}/linearity", [PY, "analyze.py", "linearity", f"--run={run}", "--n_probe=64",
+                                            "--threads=1", f"--out={a}/linearity"]),
+                (f"{name}/s{s}/eq2_inside", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=50", "--t1=100",
+                                             "--alpha=2", *P.EVAL, f"--out={a}/eq2_inside"]),
+                (f"{name}/s{s}/eq2_beyond", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=100",
+                                             "--t1=150", "--alpha=1,1.5,2", *P.EVAL, f"--out={a}/eq2_beyond"]),
+                (f"{name}/s{s}/eq1", [PY, "sample.py", "--extrapolate=logits", f"--ckpt0={P.ckpt_dir(run, 100)}",
+                                      f"--ckpt1={P.ckpt_dir(run, 150)}", "--sweep=true", "--alpha_sweep=1.5,2",
+                                      "--eval=1000", "--k=0", "--threads=1", f"--out={a}/eq1.json"]),
+                (f"{name}/s{s}/rank1", [PY, "analyze.py", "rank1", f"--base={P.ckpt_dir(run, 0)}",
+                                        f"--rl={P.ckpt_dir(run, 150)}", *P.EVAL, f"--out={a}/rank1"]),
+                (f"{name}/s{s}/alpharl", [PY, "analyze.py", "alpharl", f"--run={run}", "--window=5,8", *P.EVAL,
+                                          f"--out={a}/alpharl"]),
+            ]
+    return jobs
+
+
+def done(argv):
+    """paper_results' rule (the job's output exists), except a rank1 report written before it carried
+    AlphaRL's norm ratio: that job is run again."""
+    out = next((a[6:] for a in argv if a.startswith("--out=")), None)
+    if "rank1" in argv and out and (Path(out) / "report.json").exists():
+        return "top1_norm_ratio" in P.read(Path(out) / "report.json")
+    return P.done(argv)
+
+
+# -----------------------------------------------------------------------------
+# reading the runs back: one number per (finding, point, seed)
+
+# (name, paper_results' key whose verdict rule it takes, paper, what, the paper's figure, its value as a line)
+FINDINGS = [
+    ("accuracy_gain", None, 0, "greedy accuracy, step 150 minus step 0", "(the RL gain)", None),
+    ("weight_r2_median", "weight_r2_median", 2, "weights: median R² vs step", "~0.9 (peak)", 0.9),
+    ("weight_r2_share07", "weight_r2_share_0.7", 2, "weights: share of entries with R² > 0.7", "> 0.70", 0.7),
+    ("logprob_r2_median", "logprob_r2_median", 2, "log-probs: median R² vs step", "~0.9 (peak)", 0.9),
+    ("eq2_inside_gain", "eq2_inside", 2, "Eq. 2: W₅₀ + 2 (W₁₀₀ − W₅₀) minus the real step 150", "≈ 0", 0.0),
+    ("eq2_beyond_gain_1.5", "eq2_beyond_1.5", 2, "Eq. 2: W₁₀₀ + 1.5 (W₁₅₀ − W₁₀₀) minus step 150",
+     "gain for α 1.3–3", None),
+    ("eq2_beyond_gain_2", "eq2_beyond_1.5", 2, "Eq. 2: W₁₀₀ + 2 (W₁₅₀ − W₁₀₀) minus step 150", "gain for α 1.3–3",
+     None),
+    ("eq1_logits_gain", "eq1_1.5", 2, "Eq. 1: logits z₁₀₀ + 1.5 (z₁₅₀ − z₁₀₀) minus step 150", "+0.019", 0.019),
+    ("rl_extra_reset_gain", "rlextra_reset_final", 2, "RL-Extra (10, 10), optimizer reset: accuracy at step 150 "
+     "minus standard", "+2–6% relative", None),
+    ("rl_extra_reset_speedup", "rlextra_reset_speedup", 2, "RL-Extra, reset: real steps to 90% of the gain, "
+     "standard / RL-Extra", "6.1×", 6.1),
+    ("rl_extra_keep_gain", "rlextra_keep_final", 2, "RL-Extra (10, 10), optimizer kept: accuracy at step 150 "
+     "minus standard", "(not in the paper)", None),
+    ("rl_extra_keep_speedup", "rlextra_keep_speedup", 2, "RL-Extra, kept: speedup as above", "(not in the paper)",
+     None),
+    ("rank1_recovery", "rank1_recovery", 3, "rank-1 update: share of the RL gain recovered", "> 0.99", 0.99),
+    ("top1_energy_share", "rank1_top1_share", 3, "top singular component's energy share s1²/Σsᵢ² (median)",
+     "(dominant)", None),
+    ("top1_norm_ratio", "rank1_top1_share", 3, "AlphaRL's printed ratio Σs1 / Σ‖ΔW‖_F", "(dominant)", None),
+    ("alpharl_ratio", "alpharl_w80", 3, "AlphaRL from steps 10–80: predicted / final accuracy", "> 0.96", 0.96),
+    ("reweight_lowprob_gain", "reweight_lowprob", 1, "low-prob. reweighting minus plain GRPO at the same step",
+     "+3 to +6 AIME points", None),
+]
+RULES = {key: kind for key, _, _, _, kind, _ in P.FINDINGS}
+KEY = {f[0]: f[1] for f in FINDINGS}
+
+
+def rule(name):
+    """findings.json's verdict rule of a finding (the accuracy gain: a paired difference like the others)."""
+    return ("gain",) if name == "accuracy_gain" else RULES[KEY[name]]
+
+
+def steps90(curve, base, final):
+    """The first step reaching 90% of the way from base to final accuracy (None if none does)."""
+    return P.steps_to(curve, base + 0.9 * (final - base))
+
+
+def point_seed(out, point, s):
+    """Every finding of one point and seed, from its runs' reports (the same numbers as P.per_seed)."""
+    name, lr, spr, _ = point
+    run, a = Path(out) / name / f"s{s}" / "grpo", Path(out) / name / f"s{s}" / "analysis"
+    curve = P.eval_curve(run)
+    lin, rank1, alpharl = P.read(a / "linearity/report.json"), P.read(a / "rank1/report.json"), P.read(a / "alpharl/report.json")
+    eq2_in, eq2_out = P.read(a / "eq2_inside/report.json"), P.read(a / "eq2_beyond/report.json")
+    eq1 = {r["setting"]: r["greedy_acc"] for r in P.read(a / "eq1.json")["results"]}
+    alpha = {r["alpha"]: r["acc"] for r in eq2_out["alphas"]}
+    w80 = next(r for r in alpharl["windows"] if r["window"] == 8)
+    base, final = curve[0][1], curve[-1][1]
+    x = {"accuracy_gain": final - base, "base_acc": base, "final_acc": final,
+         "weight_r2_median": lin["weights"]["median"], "weight_r2_share07": lin["weights"]["share_above_0.7"],
+         "logprob_r2_median": lin["logprobs"]["median"],
+         "eq2_inside_gain": eq2_in["alphas"][0]["acc"] - eq2_in["acc_last"],
+         "eq2_beyond_gain_1.5": alpha[1.5] - alpha[1.0], "eq2_beyond_gain_2": alpha[2.0] - alpha[1.0],
+         "eq1_logits_gain": eq1["alpha=1.5"] - eq1["plain b"],
+         "rank1_recovery": rank1["recovery"], "top1_energy_share": rank1["top1_share"]["median"],
+         "top1_norm_ratio": rank1.get("top1_norm_ratio"),
+         "alpharl_ratio": w80["retained"], "rise_100_150": rise(curve)[0],
+         "grpo_steps90": steps90(curve, base, final)}
+    at = reweight_step(lr, spr)
+    x["reweight_lowprob_gain"] = (P.read(Path(out) / f"reweight_lowprob_{name}" / f"s{s}" / "summary.json")
+                                  ["final_greedy_acc"] - P.at_step(curve, at))
+    for opt in ("reset", "keep"):  # RL-Extra: accuracy at the same total step, and real steps to 90% of the gain
+        rows = P.metrics(Path(out) / f"rlextra_{opt}_{name}" / f"s{s}" / "grpo")
+        real = {0: 0, **{r["step"]: r["real_steps"] for r in rows if "real_steps" in r}}
+        rx = [(real[r["step"]], r["eval"]["greedy_acc"]) for r in rows if "eval" in r]
+        n_rx = steps90(rx, base, final)
+        x[f"rl_extra_{opt}_gain"] = rx[-1][1] - final
+        x[f"rl_extra_{opt}_steps90"] = n_rx
+        x[f"rl_extra_{opt}_speedup"] = x["grpo_steps90"] / n_rx if x["grpo_steps90"] and n_rx else None
+    return x
+
+
+def two_se(p, n=1000):
+    return 2 * math.sqrt(p * (1 - p) / n)
+
+
+def is_rising(per_seed):
+    """bench/lr_sweep.py's rule: the rise of the line through steps 100-150 beyond 2 SE of one evaluation."""
+    return (statistics.mean(x["rise_100_150"] for x in per_seed)
+            > two_se(statistics.mean(x["final_acc"] for x in per_seed)))
+
+
+def point_record(point, seeds, per_seed, commands, long_curve=None):
+    """One point of step_size_map.json: each finding as mean, std, per seed and findings.json's verdict."""
+    name, lr, spr, ds = point
+    found = {}
+    for fname, *_ in FINDINGS:
+        xs = [x.get(fname) for x in per_seed]
+        m, sd, n = P.mean_sd(xs)
+        found[fname] = {"mean": m, "std": sd, "per_seed": xs, "verdict": P.verdict(rule(fname), m, sd, n),
+                        "rule": list(rule(fname))}
+    for fname in ("rl_extra_reset_steps90", "rl_extra_keep_steps90", "grpo_steps90", "rise_100_150"):
+        xs = [x.get(fname) for x in per_seed]  # context: no verdict of their own
+        m, sd, _ = P.mean_sd(xs)
+        found[fname] = {"mean": m, "std": sd, "per_seed": xs}
+    return {"name": name, "lr": float(lr), "steps_per_rollout": spr, "dynamic_sampling": ds,
+            "update_size": update_size(lr, spr),
+            "seeds": list(seeds), "findings": found, "still_rising": is_rising(per_seed),
+            "commands": commands, **({"long_run": {"steps": LONG_STEPS, "seed": 1, "curve": long_curve}}
+                                     if long_curve else {})}
+
+
+def commands_of(point, seeds, out, base):
+    """Every command of one point, as a user would type it."""
+    jobs = train_jobs(out, base, seeds, [point]) + analysis_jobs(out, seeds, [point])
+    return [shlex.join(["python", *argv[1:]]) for _, argv in jobs]
+
+
+# -----------------------------------------------------------------------------
+# the figure: re-rendered from the json alone
+
+
+def plot(data, path):
+    """Each finding against the update size (log x), mean +- std over seeds; marker by steps per rollout,
+    dynamic sampling in its own colour; the paper's figure as a dashed line, zero for a gain."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [f[0] for f in FINDINGS]
+    cols = 4
+    fig, axes = plt.subplots(math.ceil(len(names) / cols), cols, figsize=(4 * cols, 2.8 * math.ceil(len(names) / cols)))
+    for ax, (fname, _, paper, what, figure, line) in zip(axes.flat, FINDINGS):
+        for spr, ds, marker, colour, label in ((1, False, "o", "C0", "1 step / rollout"),
+                                               (4, False, "s", "C1", "4 steps / rollout"),
+                                               (4, True, "^", "C3", "4 steps + dynamic sampling")):
+            pts = sorted((p["update_size"], p["findings"][fname]) for p in data["points"]
+                         if p["steps_per_rollout"] == spr and p["dynamic_sampling"] == ds
+                         and p["findings"][fname]["mean"] is not None)
+            if pts:
+                ax.errorbar([u for u, _ in pts], [f["mean"] for _, f in pts], yerr=[f["std"] or 0 for _, f in pts],
+                            fmt=marker + "-", color=colour, ms=4, lw=1, capsize=2, label=label)
+        if line is not None:
+            ax.axhline(line, color="grey", ls="--", lw=1)
+        elif rule(fname)[0] == "gain":
+            ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_title(f"{fname}" + (f" (paper {paper})" if paper else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        if line is not None:
+            ax.text(0.02, 0.03, f"paper: {figure}", transform=ax.transAxes, fontsize=6, color="grey")
+    spare = list(axes.flat)[len(names):]
+    for ax in spare:
+        ax.axis("off")
+    # one legend, in the first empty panel (or over the figure); the x axis named under the last row
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    (spare[0] if spare else fig).legend(handles, labels, fontsize=8, loc="center")
+    for ax in axes[-1]:
+        ax.set_xlabel("update size per rollout: lr x optimizer steps", fontsize=7)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.05, top=0.97, hspace=0.45, wspace=0.25)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def machine():
+    """The CPU model, its core count and torch's version, for the record beside a wall time."""
+    import platform
+    import torch
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in (info.read_text().splitlines() if info.exists() else [])
+             if ln.startswith("model name")]
+    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"),
+                   help="seed 1 only (also QUICK=1): a preview without verdicts on differences")
+    p.add_argument("--out", default="out/paper_results", help="runs (shared with bench/paper_results.py)")
+    p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
+    p.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--report_only", action="store_true", help="re-read finished runs, train nothing")
+    p.add_argument("--plot_only", action="store_true", help="re-render the figure from the json")
+    args = p.parse_args(argv)
+    seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
+    out, results, t0 = Path(args.out), Path(args.results), time.time()
+    suffix = "_quick" if args.quick else ""
+    json_path, png_path = results / f"step_size_map{suffix}.json", results / f"step_size_map{suffix}.png"
+    if args.plot_only:
+        return plot(P.read(json_path), png_path)
+    base = out / "base" if args.report_only else P.ensure_base(out)
+    if not args.report_only:
+        for jobs in (train_jobs(out, base, seeds), analysis_jobs(out, seeds)):
+            run_all([j for j in jobs if not done(j[1])], args.parallel, out / "logs")
+    per_point = {pt: [point_seed(out, pt, s) for s in seeds] for pt in POINTS}
+    rising = [pt for pt in POINTS if is_rising(per_point[pt])]
+    if not args.report_only:  # the points still rising at step 150 run on, once
+        run_all([j for j in long_jobs(out, base, rising) if not done(j[1])], args.parallel, out / "logs")
+    long = {pt: P.eval_curve(out / f"{pt[0]}_long/s1/grpo") for pt in rising
+            if (out / f"{pt[0]}_long/s1/summary.json").exists()}
+    points = [point_record(pt, seeds, per_point[pt], commands_of(pt, seeds, out, base), long.get(pt))
+              for pt in POINTS]
+    data = {"points": points, "base_flags": P.RUN,
+            "findings": {f: {"paper": paper, "what": what, "paper_figure": fig, "paper_line": line}
+                         for f, _, paper, what, fig, line in FINDINGS},
+            **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}
+    results.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(data, indent=1))
+    plot(data, png_path)
+    for pt in points:
+        print(f"{pt['name']:>12} update {pt['update_size']:.1e}: " + ", ".join(
+            f"{k} {v['mean']:.3f}" for k, v in pt["findings"].items() if v["mean"] is not None and "steps" not in k))
+    print(f"step_size_map: {len(seeds)} seed(s), {(time.time() - t0) / 60:.1f} min -> {json_path}")
+
+
+if __name__ == "__main__":
+    main()
