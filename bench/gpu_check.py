@@ -8,7 +8,8 @@ The GPU path checked in one command: does everything CUDA-only work on this mach
 It needs torch with CUDA, Triton and this working tree, nothing else: no network, no package index, no model
 hub (every model has random weights, the quickstart makes its own data); parts that need pytest or
 transformers are skipped, saying so, where those are missing. It prints one table and writes the device, the
-torch / Triton versions, every figure and the pass / fail / skip of every check to bench/results/gpu_check.json.
+torch / Triton versions, every figure and the pass / fail / skip of every check to bench/results/gpu_check.json
+(without a GPU: only to --out, so that a CPU run never overwrites a GPU machine's figures).
 
   engine      generate(static=True) (one CUDA graph replayed per token) against the eager loop on the same
               seeds: identical tokens, greedy and seeded, also for a repeated call and another batch size;
@@ -142,7 +143,7 @@ def run_part(name, mode, cap, log_dir):
 def header(mode):
     import torch
     cuda, triton = torch.cuda.is_available(), importlib.metadata.version("triton") if gp.have("triton") else None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode,
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "mode": mode, "gpu": cuda,
             "command": "python bench/gpu_check.py" + {"full": "", "quick": " --quick", "dry": " --dry-run"}[mode],
             "device": torch.cuda.get_device_name() if cuda else f"no GPU: CPU ({platform.processor() or platform.machine()}, "
                                                                f"{os.cpu_count()} cores)",
@@ -169,7 +170,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="at most 3 minutes: one case of each part")
     ap.add_argument("--dry-run", action="store_true", help="the CPU, tiny shapes: checks that the script works")
-    ap.add_argument("--out", default="", help="the json (default bench/results/gpu_check.json; dry run: none unless given)")
+    ap.add_argument("--out", default="", help="the json (default with a GPU: bench/results/gpu_check.json; else none)")
     ap.add_argument("--parts", default=",".join(PARTS), help="which parts, comma-separated")
     ap.add_argument("--caps", default="", help="time caps to change, e.g. quickstart=300,rollout=120 (seconds)")
     ap.add_argument("--part", help=argparse.SUPPRESS)    # internal: run one part in this process
@@ -191,19 +192,24 @@ def main(argv=None):
     if mode == "dry":  # tiny shapes: one thread is fastest, and a shared CPU is not oversubscribed
         import torch
         torch.set_num_threads(1)
+    # the whole check's wall time: 6 (quick: 3) minutes, or what the raised caps add up to
+    budget = 10 ** 6 if mode == "dry" else max(BUDGET[mode], sum(caps[p] for p in parts))
     report, start = header(mode), time.time()
     report["parts"] = {}
     with tempfile.TemporaryDirectory() as d:
         for name in parts:
-            left = BUDGET.get(mode, 10 ** 6) - (time.time() - start)
-            if left < 10:
-                report["parts"][name] = dict(status="skip", reason="the time budget of the whole check is spent",
-                                             checks=[], figures=[], notes=[], seconds=0, cap_s=caps[name])
+            left = budget - (time.time() - start)
+            why = ("no CUDA device here (--dry-run checks the script on the CPU)" if mode != "dry" and not report["gpu"]
+                   else "the time budget of the whole check is spent" if left < 10 else "")
+            if why:  # nothing to start a process for
+                report["parts"][name] = dict(status="skip", reason=why, checks=[], figures=[], notes=[], seconds=0,
+                                             cap_s=caps[name])
             else:
                 report["parts"][name] = run_part(name, mode, min(caps[name], int(left)), Path(d))
             print(f"{name}: {report['parts'][name]['status']} ({report['parts'][name]['reason']})", file=sys.stderr)
     report["wall_s"] = round(time.time() - start, 1)
-    out = args.out or ("" if mode == "dry" else str(ROOT / "bench" / "results" / "gpu_check.json"))
+    # without a GPU only where --out says: a CPU run must not overwrite a GPU machine's figures
+    out = args.out or ("" if mode == "dry" or not report["gpu"] else str(ROOT / "bench" / "results" / "gpu_check.json"))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1, default=str) + "\n")
