@@ -6,7 +6,9 @@ achieved bandwidth (bytes of a and b read once + bytes written, over the time) a
 device's copy bandwidth, measured in the same run (a large device-to-device copy: bytes read +
 written, over the time). Without a GPU only the torch path runs, on fewer shapes and iterations.
 
-    python bench/kernel.py [--mode=logits|dlogp] [--compile=1]
+    python bench/kernel.py [--mode=logits|dlogp] [--compile=1] [--short=1]
+
+--short=1 (bench/gpu_check.py): one vocabulary (151936; the CPU: 50257) and B in {1, 256} (the CPU: 1).
 """
 
 import argparse
@@ -24,6 +26,7 @@ from nanorlvr.papers import kernels as K  # noqa: E402
 parser = argparse.ArgumentParser()
 parser.add_argument("--mode", default="logits", choices=K.MODES, help="paper 2's Eq. 1, or paper 1's rule")
 parser.add_argument("--compile", type=int, default=1, help="also time torch.compile of the torch reference")
+parser.add_argument("--short", type=int, default=0, help="1: one vocabulary and two batch sizes (a quick check)")
 args = parser.parse_args()
 cuda = torch.cuda.is_available()
 dev = "cuda" if cuda else "cpu"
@@ -53,16 +56,18 @@ if cuda:
     batches = (1, 64, 256)
 else:
     print("NO GPU PRESENT: timing the torch reference on the CPU only (no Triton, no torch.compile),")
-    print("B in {1, 64}, 3 iterations each. Run on a CUDA machine for the kernel numbers.")
+    print("3 iterations each. Run on a CUDA machine for the kernel numbers.")
     batches = (1, 64)
+batches = ((1, 256) if cuda else (1,)) if args.short else batches
+vocabs = ((151936,) if cuda else (50257,)) if args.short else (50257, 151936)
 
 kinds = {"logprobs": (K.mix_logprobs_triton, K.mix_logprobs_torch), "sample": (K.mix_sample_triton, K.mix_sample_torch)}
-compiled = {kind: torch.compile(ref, dynamic=True) for kind, (_, ref) in kinds.items()}
+compiled = {kind: torch.compile(ref, dynamic=True) for kind, (_, ref) in kinds.items()} if args.compile else {}
 lines = []
 for kind, (fused, ref) in kinds.items():
     for dtype in (torch.float32, torch.bfloat16):
         for B in batches:
-            for V in (50257, 151936):
+            for V in vocabs:
                 gen = torch.Generator(dev).manual_seed(0)
                 a = (3 * torch.randn(B, V, device=dev, generator=gen)).to(dtype)
                 b = (a.float() + torch.randn(B, V, device=dev, generator=gen)).to(dtype)

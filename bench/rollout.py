@@ -54,6 +54,16 @@ def copy_bandwidth(device, mib=256):
     return 2 * x.numel() * 4 / best
 
 
+def our_model(args, device, dtype):
+    """Ours alone (no transformers needed): the same Qwen3 shape, its own random weights."""
+    from nanorlvr.model import GPT, GPTConfig
+    cfg = GPTConfig(arch="llama", vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads, n_kv_head=args.kv_heads,
+                    n_embd=args.hidden, head_dim=args.head_dim, intermediate_size=args.inter, max_seq_len=4096,
+                    norm_eps=1e-6, rope_theta=1e6, qk_norm=True, tie_embeddings=True)
+    torch.manual_seed(0)
+    return GPT(cfg).to(device=device, dtype=dtype).eval()
+
+
 def models(args, device, dtype):
     """transformers' Qwen3 with random weights, and ours loaded from the same files."""
     from transformers import AutoModelForCausalLM, Qwen3Config
@@ -129,12 +139,14 @@ def run(label, ours, hf, prompts, budgets, temperature, device, bandwidth, share
     if device == "cuda":  # the CUDA-graph path: one budget for all rows, so every row runs the longest one
         t, _ = timed(lambda: generate(ours, prompts, max(budgets), temperature=temperature, seed=0, static=True), device)
         rows.append((f"{label}, our engine, static=True (all rows to the longest budget)", None, t, useful / t, roof / t))
-    t, _ = timed(lambda: hf_generate(hf, prompts, max(budgets), temperature, device), device)
-    rows.append((f"{label}, transformers generate (all rows to the longest budget)", None, t, useful / t, roof / t))
+    if hf is not None:  # None: transformers is not installed
+        t, _ = timed(lambda: hf_generate(hf, prompts, max(budgets), temperature, device), device)
+        rows.append((f"{label}, transformers generate (all rows to the longest budget)", None, t, useful / t, roof / t))
     return rows
 
 
-def main():
+def parse(argv=None):
+    """The flags (argv None: sys.argv); bench/gpu_check.py passes its own."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--which", default="nanovllm,grpo")
     p.add_argument("--layers", type=int, default=28, help="Qwen3-0.6B: 28 layers, 1024 wide, 16/8 heads of 128")
@@ -152,7 +164,11 @@ def main():
     p.add_argument("--max_new", type=int, default=1024, help="grpo: completion budget")
     p.add_argument("--repeats", type=int, default=1, help="runs of each of our variants, interleaved (the best counts)")
     p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main():
+    args = parse()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"

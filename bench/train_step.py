@@ -51,7 +51,8 @@ def estimate_table():
                   f"{m['total'] / GiB:.1f} |")
 
 
-def main():
+def parse(argv=None):
+    """The flags (argv None: sys.argv); bench/gpu_check.py passes its own."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="0.5b", choices=[k for k in SHAPES if k != "tiny"])
     ap.add_argument("--rows", type=int, default=64, help="sequences (P x G) in the step")
@@ -60,16 +61,20 @@ def main():
     ap.add_argument("--new_tokens", type=int, default=512)
     ap.add_argument("--micro_batch", type=int, default=8, help="rows per forward/backward (0: all at once)")
     ap.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "bf16", "fp32"])
+    ap.add_argument("--grad_ckpt", default="off,on", help="gradient checkpointing settings to time: off,on | off | on")
     ap.add_argument("--estimate_only", action="store_true", help="print the memory table and exit")
-    args = ap.parse_args()
-    if args.estimate_only:
-        return estimate_table()
+    return ap.parse_args(argv)
+
+
+def measure(args) -> dict:
+    """One rollout (eager, then static=True) and one update per --grad_ckpt setting; prints each line and
+    returns the figures: seconds, peak and estimated GiB, and the rollout/training log-prob gap (grpo_update's
+    logp_diff_mean/max of the first update: the bf16 sampling copy against the master weights under autocast)."""
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    if not cuda:
+    if not cuda and args.model != "tiny":  # (gpu_check's dry run sets its own tiny sizes)
         print("no GPU present: a tiny shape on the CPU, only to check that the benchmark runs")
         args.model, args.rows, args.prompt_len, args.new_tokens, args.micro_batch = "tiny", 8, 16, 32, 4
-        torch.set_num_threads(2)
     mcfg = SHAPES[args.model]
     print(f"{args.model}: {precision.count_params(mcfg) / 1e6:.0f}M params, {args.rows} rows x ({args.prompt_len} prompt + "
           f"{args.new_tokens} completion), micro-batch {args.micro_batch}, {args.precision}, "
@@ -81,6 +86,8 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     prompts = torch.randint(0, mcfg.vocab_size, (args.rows, args.prompt_len)).tolist()
+    out = {"model": args.model, "rows": args.rows, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+           "micro_batch": args.micro_batch, "precision": args.precision}
 
     def peak():
         return torch.cuda.max_memory_allocated() / GiB if cuda else float("nan")
@@ -95,14 +102,15 @@ def main():
     t = time.time()
     g = generate(sampler.get(), prompts, args.new_tokens, temperature=1.0, seed=0)
     sync()
-    s = time.time() - t
+    s = out["rollout_s"] = time.time() - t
+    out["rollout_peak_gib"] = peak()
     print(f"rollout: {s:.2f} s, {args.rows * args.new_tokens / s:,.0f} new tokens/s, peak {peak():.1f} GiB")
     t = time.time()
     generate(sampler.get(), prompts, args.new_tokens, temperature=1.0, seed=0, static=True)
     sync()
-    s = time.time() - t
-    print(f"rollout, static=True (CUDA graph per token): {s:.2f} s, {args.rows * args.new_tokens / s:,.0f} new tokens/s, "
-          f"peak {peak():.1f} GiB")
+    out["rollout_static_s"] = time.time() - t
+    print(f"rollout, static=True (CUDA graph per token): {out['rollout_static_s']:.2f} s, "
+          f"{args.rows * args.new_tokens / out['rollout_static_s']:,.0f} new tokens/s, peak {peak():.1f} GiB")
 
     r = torch.zeros(args.rows)
     r[::2] = 1.0  # every group mixed: every row has a non-zero advantage
@@ -111,11 +119,11 @@ def main():
     cfg = GRPOConfig(group_size=args.group_size, max_new_tokens=args.new_tokens, micro_batch=args.micro_batch)
     ctx = precision.autocast(args.precision, device)
     tokens = args.rows * (args.prompt_len + args.new_tokens)
-    for ck in (False, True):
-        model.grad_ckpt = ck
+    for ck in (c == "on" for c in args.grad_ckpt.split(",")):
+        model.grad_ckpt, key = ck, f"update_ckpt_{'on' if ck else 'off'}"
         opt.zero_grad(set_to_none=True)
         try:
-            grpo_update(model, opt, sched, roll, cfg, autocast=ctx)  # warm-up (and the AdamW states)
+            first = grpo_update(model, opt, sched, roll, cfg, autocast=ctx)  # warm-up (and the AdamW states)
             reset()
             t = time.time()
             stats = grpo_update(model, opt, sched, roll, cfg, autocast=ctx)
@@ -123,6 +131,7 @@ def main():
             s = time.time() - t
         except torch.OutOfMemoryError:
             print(f"update, grad ckpt {'on ' if ck else 'off'}: out of memory (lower --micro_batch)")
+            out[key] = {"oom": True}
             opt.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
             continue
@@ -130,12 +139,27 @@ def main():
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision,
                                    grad_ckpt=ck)
         static = sum(est[k] for k in ("weights", "grads", "adamw", "sampling_copy"))
+        out[key] = {"s": s, "tokens_per_s": tokens / s, "peak_gib": peak(), "estimate_gib": (static + est["update_peak"]) / GiB,
+                    "loss": stats.get("loss", float("nan"))}
+        if "logp_diff_mean" not in out:  # the very first update: its weights are still the rollout's
+            out["logp_diff_mean"], out["logp_diff_max"] = first.get("logp_diff_mean"), first.get("logp_diff_max")
         print(f"update, grad ckpt {'on ' if ck else 'off'}: {s:.2f} s, {tokens / s:,.0f} tokens/s, peak {peak():.1f} GiB "
               f"(estimate {(static + est['update_peak']) / GiB:.1f}), loss {stats.get('loss', float('nan')):.4f}")
     est = precision.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
                                prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision)
-    print(f"rollout peak estimate {(est['weights'] + est['sampling_copy'] + est['rollout_peak']) / GiB:.1f} GiB "
+    out["rollout_estimate_gib"] = (est["weights"] + est["sampling_copy"] + est["rollout_peak"]) / GiB
+    print(f"rollout peak estimate {out['rollout_estimate_gib']:.1f} GiB "
           "(weights + sampling copy + rollout: the rollout above ran before any gradient or AdamW state existed)")
+    return out
+
+
+def main():
+    args = parse()
+    if args.estimate_only:
+        return estimate_table()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(2)
+    measure(args)
 
 
 if __name__ == "__main__":

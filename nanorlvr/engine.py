@@ -154,9 +154,10 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
 
 def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode, batch_size,
                  share_prefix, check_every):
-    """generate's loop: up to batch_size slots, each decoding one row at its own cache length n[slot]
-    (right-padded; slot j is visible to a row once j <= n). Finished rows are found every check_every
-    tokens: their slots are refilled with waiting rows (prefilled together) or, when none wait, dropped."""
+    """generate's loop: up to batch_size slots, each decoding one row at its own cache length (right-padded).
+    Every step samples one token per slot and runs one forward for all slots; every check_every tokens the
+    host looks at which rows finished and hands their slots to waiting rows, or drops them when none wait.
+    The sampling and its log-probs are the first block of the loop; the slot bookkeeping lives in _Slots."""
     N, device, max_new_tokens = len(prompts), u.device, u.size(1)
     B = min(N, batch_size)
     cache = KVCache(model.config, B, max(len(p) for p in prompts) + max_new_tokens, device,
@@ -165,64 +166,107 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
     out_lp = torch.zeros(N, max_new_tokens, device=device)
     lengths = torch.tensor(budgets, device=device)
     truncated = torch.ones(N, dtype=torch.bool, device=device)
-    # per slot: the row it decodes, that row's tokens so far, its cache length, still running (device);
-    # on the host: the step t at which it started, its prompt length (n = plen + t - start: no sync), its budget
-    row = torch.arange(B, device=device)
-    step = torch.zeros(B, dtype=torch.long, device=device)
-    n = torch.tensor([len(prompts[r]) for r in range(B)], device=device)
-    alive = torch.ones(B, dtype=torch.bool, device=device)
-    start, plen, limit = [0] * B, [len(prompts[r]) for r in range(B)], budgets[:B]
-
-    def admit(slots, rows):  # prefill waiting rows into these slots (the prompt's keys at slots 0..plen-1)
-        k, v, new_logits = prefill_rows(model, [prompts[r] for r in rows], share_prefix)
-        s = torch.tensor(slots, device=device)
-        cache.k[:, s, :, :k.size(3)], cache.v[:, s, :, :k.size(3)] = k, v
-        row[s], step[s], alive[s] = torch.tensor(rows, device=device), 0, True
-        n[s] = torch.tensor([len(prompts[r]) for r in rows], device=device)
-        return s, new_logits
-
-    _, logits = admit(list(range(B)), list(range(B)))
-    t, next_row = 0, B  # next_row: the first row still waiting for a slot
+    slots = _Slots(model, prompts, budgets, cache, share_prefix)
+    logits = slots.admit(list(range(B)), list(range(B)), t=0)  # the first B rows: one prefill
+    t, next_row = 0, B  # t: tokens decoded so far (the loop's step); next_row: the first row still waiting
     while True:
+        # sample: each slot's next token from its logits and its row's own uniform, with the log-prob of the
+        # distribution it was drawn from (GRPO's old policy); a slot whose row stopped writes padding
+        row, step, alive = slots.row, slots.step, slots.alive
         tok, lp = sample(logits, u[row, step])
-        tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)  # a stopped row writes padding
+        tok, lp = torch.where(alive, tok, 0), torch.where(alive, lp, 0.0)
         out_ids[row, step], out_lp[row, step] = tok, lp
+        # stop: a stop id, or (the host decodes every running row's tail each token) a stop string
         stopped = alive & torch.isin(tok, stop_t)
-        if stop_strings:  # the host decodes each running row's tail every token
+        if stop_strings:
             tails = [decode(out_ids[r, max(0, j - 15):j + 1].tolist()) for r, j in zip(row.tolist(), step.tolist())]
             stopped |= alive & torch.tensor([any(s in tail for s in stop_strings) for tail in tails], device=device)
         lengths[row] = torch.where(stopped, step + 1, lengths[row])
         truncated[row] &= ~stopped
-        alive &= ~stopped
-        step += 1
+        slots.alive &= ~stopped
+        slots.step += 1
         t += 1
-        full = [t - s == m for s, m in zip(start, limit)]  # known on the host: no sync
+        # bookkeeping (skip it on a first read): a row at its budget must leave now; stopped rows are looked
+        # for only every check_every tokens (a host sync), with stop strings every token
         refill = []
+        full = slots.at_budget(t)
         if stop_strings or any(full) or t % check_every == 0:
-            done = [f or not a for f, a in zip(full, alive.tolist())]
-            running = [s for s, d in enumerate(done) if not d]
-            refill = [s for s, d in enumerate(done) if d][:N - next_row]
-            if len(running) + len(refill) < len(done):  # nobody waits for these slots: drop them
-                keep = running + refill
-                if not keep:
-                    break
-                cache.keep_rows(torch.tensor(keep, device=device))
-                row, step, n, alive, tok = (x[keep] for x in (row, step, n, alive, tok))
-                start, plen, limit = ([x[s] for s in keep] for x in (start, plen, limit))
-                refill = list(range(len(running), len(keep)))
-        # one token for every slot (refilled ones compute a token nobody reads, then get their prefill)
-        cache.row_pos, cache.len = n, max(p - s for p, s in zip(plen, start)) + t - 1
-        mask = (torch.arange(cache.len + 1, device=device) <= n[:, None])[:, None, None, :]
-        logits = model(tok[:, None], pos=n[:, None], attn_mask=mask, cache=cache)[:, -1]
-        n += 1
-        if refill:
+            refill, tok = slots.free_finished(full, N - next_row, tok)
+            if refill is None:  # every row is done
+                break
+        logits = slots.forward(tok, t)
+        if refill:  # the freed slots take the next waiting rows: their prefill's logits replace the wasted ones
             rows = list(range(next_row, next_row + len(refill)))
-            s, logits[s] = admit(refill, rows)
-            for slot, r in zip(refill, rows):
-                start[slot], plen[slot], limit[slot] = t, len(prompts[r]), budgets[r]
+            logits[torch.tensor(refill, device=device)] = slots.admit(refill, rows, t)
             next_row += len(rows)
     cache.row_pos = None
     return Generation(out_ids, out_lp, lengths, truncated)
+
+
+class _Slots:
+    """decode_eager's batch: one entry per slot (a row of the KV cache), each decoding one prompt row.
+    On the device, read by the model and the sampler without a host sync: `row` (the prompt it decodes),
+    `step` (that row's tokens so far), `n` (its cache length: where its next token is written), `alive` (not
+    stopped). On the host, so the loop knows without a sync when a row has used its budget and how long the
+    longest row is: `start` (the loop step at which the row came in), `plen` (its prompt length), `limit` (its
+    budget). After t steps of the loop a slot's row has t - start tokens."""
+
+    def __init__(self, model, prompts, budgets, cache, share_prefix):
+        B, device = cache.k.size(1), cache.k.device
+        self.model, self.prompts, self.budgets, self.cache, self.share_prefix = model, prompts, budgets, cache, share_prefix
+        self.row = torch.zeros(B, dtype=torch.long, device=device)
+        self.step = torch.zeros(B, dtype=torch.long, device=device)
+        self.n = torch.zeros(B, dtype=torch.long, device=device)
+        self.alive = torch.zeros(B, dtype=torch.bool, device=device)
+        self.start, self.plen, self.limit = [0] * B, [0] * B, [0] * B
+
+    def admit(self, slots, rows, t):
+        """Prefill prompt rows `rows` (together) into cache rows `slots` (the prompt's keys at positions
+        0..plen-1) and start them at loop step t. Returns the logits of their first tokens."""
+        device = self.n.device
+        k, v, logits = prefill_rows(self.model, [self.prompts[r] for r in rows], self.share_prefix)
+        s = torch.tensor(slots, device=device)
+        self.cache.k[:, s, :, :k.size(3)], self.cache.v[:, s, :, :k.size(3)] = k, v
+        self.row[s], self.step[s], self.alive[s] = torch.tensor(rows, device=device), 0, True
+        self.n[s] = torch.tensor([len(self.prompts[r]) for r in rows], device=device)
+        for slot, r in zip(slots, rows):
+            self.start[slot], self.plen[slot], self.limit[slot] = t, len(self.prompts[r]), self.budgets[r]
+        return logits
+
+    def at_budget(self, t):
+        """Per slot (host only, no sync): its row has generated its whole budget after t loop steps."""
+        return [t - s == m for s, m in zip(self.start, self.limit)]
+
+    def free_finished(self, full, waiting, tok):
+        """A host look at the batch (one sync): slots whose row finished (at its budget or stopped) go to the
+        `waiting` rows, as many as wait; the others are dropped from the batch and the cache, keeping the
+        running slots first and the slots to refill after them. Returns (slots to refill, the batch's tokens in
+        the new slot order), or (None, tok) when no slot is left: decoding is over."""
+        done = [f or not a for f, a in zip(full, self.alive.tolist())]
+        running = [s for s, d in enumerate(done) if not d]
+        refill = [s for s, d in enumerate(done) if d][:waiting]
+        if len(running) + len(refill) == len(done):  # nothing to drop: the batch keeps its shape
+            return refill, tok
+        keep = running + refill
+        if not keep:
+            return None, tok
+        self.cache.keep_rows(torch.tensor(keep, device=tok.device))
+        self.row, self.step, self.n, self.alive, tok = (x[keep] for x in (self.row, self.step, self.n, self.alive, tok))
+        self.start, self.plen, self.limit = ([x[s] for s in keep] for x in (self.start, self.plen, self.limit))
+        return list(range(len(running), len(keep))), tok
+
+    def forward(self, tok, t):
+        """One decode step for every slot at loop step t: slot i writes `tok[i]` at cache position n[i] and
+        attends to positions 0..n[i]. Returns the next logits. A slot about to be refilled computes a token
+        nobody reads (its row is done; admit then overwrites its cache and logits): the batch keeps its
+        shape, which is cheaper than a second forward."""
+        # the longest row's cache length, from the host's lists (n = plen + t - 1 - start): no sync
+        self.cache.row_pos = self.n
+        self.cache.len = max(p - s for p, s in zip(self.plen, self.start)) + t - 1
+        mask = (torch.arange(self.cache.len + 1, device=tok.device) <= self.n[:, None])[:, None, None, :]
+        logits = self.model(tok[:, None], pos=self.n[:, None], attn_mask=mask, cache=self.cache)[:, -1]
+        self.n += 1
+        return logits
 
 
 class StaticStep:
