@@ -211,7 +211,7 @@ def table_md(recs):
         for name, r in t["rows"].items():
             sd = f" +- {r['std']:.3f}" if r["std"] is not None else ""
             rel = f"{r['gain_vs_full']:.2f}" if r["gain_vs_full"] is not None else "-"
-            lines.append(f"| {name} | {r['lr']:g} | {r['trainable']:,} | {r["mean"]:.3f}{sd} (n={r["seeds"]}) | "
+            lines.append(f"| {name} | {r['lr']:g} | {r['trainable']:,} | {r['mean']:.3f}{sd} (n={r['seeds']}) | "
                          f"{rel} | {r['wall_seconds'] / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
