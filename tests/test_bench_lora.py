@@ -76,3 +76,9 @@ def test_alignments_cover_the_projection_matrices_only():
           "model.norm.weight": torch.zeros(3)}
     w1 = {k: v + torch.eye(*v.shape[:2]) if v.ndim == 2 else v for k, v in w0.items()}
     assert list(L.alignments(w0, w1, w1)) == ["model.layers.0.self_attn.q_proj.weight"]
+
+
+def test_the_table_shows_each_variant_with_its_lr_seeds_and_gain():
+    row = L.variant_record([0.5, 0.6], 0.25, [0.45, 0.55], [90.0, 110.0], 9856) | {"lr": 1e-3}
+    md = L.table_md({"table": {"fast": {"base_greedy_acc": 0.25, "rows": {"r1": row}}}})
+    assert "| r1 | 0.001 | 9,856 | 0.550 +- 0.071 (n=2) | 1.20 | 1.7 min |" in md
