@@ -46,10 +46,11 @@ def save_model(model, path, tokenizer_dir=None, info=None):
     tmp.mkdir(parents=True)
     model = model.module if hasattr(model, "module") else model
     # LoRA: the merged weights W + (alpha / r) B A (what every reader loads), and the adapter in PEFT's layout
-    merged = lora.merged_state_dict(model) if lora.has_adapters(model) else None
-    save_pretrained(model, tmp, tokenizer_dir=tokenizer_dir, state_dict=merged)
-    if merged is not None:
+    if lora.has_adapters(model):
+        save_pretrained(model, tmp, tokenizer_dir=tokenizer_dir, state_dict=lora.merged_state_dict(model))
         lora.save_adapter(model, tmp, save_safetensors)
+    else:
+        save_pretrained(model, tmp, tokenizer_dir=tokenizer_dir)
     if info is not None:
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     if path.exists():  # replacing: move the old one aside first, so one complete copy always exists
