@@ -164,8 +164,8 @@ def resume_or_start(run_dir, resume, model, new_optimizer, evaluate_base, *, see
 
     Resuming loads that checkpoint's weights (with LoRA: the adapters saved in the trainer state, onto the
     base `model` as given, since the checkpoint's merged weights are rounded), the optimizer and schedule
-    (new_optimizer(model), then their saved states), the RNG state and the base model's evaluation, and cuts metrics.jsonl back to the
-    checkpoint: the run then continues exactly as if it had never stopped. Starting seeds the global RNGs
+    (new_optimizer(model), then their saved states), the RNG state and the base model's evaluation, and
+    cuts metrics.jsonl back to the checkpoint: the run then continues exactly as if it had never stopped. Starting seeds the global RNGs
     (seed_everything(seed): a fresh run draws its minibatch orders from them) and writes step_000000 (the
     weights RL starts from, so that analyses have the base beside the steps) and evaluates them
     (evaluate_base(model)), the first row of metrics.jsonl.
