@@ -187,3 +187,15 @@ def test_a_resumed_lora_run_ends_with_the_weights_and_adapter_of_an_uninterrupte
     # the embedding, norms and head are the base's: only the adapted matrices moved
     assert torch.equal(wa["model.embed_tokens.weight"], w0["model.embed_tokens.weight"])
     assert torch.equal(wa["model.norm.weight"], w0["model.norm.weight"])
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_a_saved_lora_checkpoint_loads_back_as_the_merged_model(arch, tmp_path):
+    model = tiny(arch)
+    lora.add_adapters(model, rank=2, alpha=32, seed=0)
+    randomise_b(model)
+    ckpt.save_model(model, tmp_path / "step")
+    with torch.no_grad():
+        torch.testing.assert_close(ckpt.load_model(tmp_path / "step")(IDX), model(IDX), rtol=1e-5, atol=1e-5)
+    # GPT-2's fused attention has no per-matrix PEFT adapter: merged weights only
+    assert (tmp_path / "step" / lora.ADAPTER_DIR).is_dir() == (arch != "gpt2")
