@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from nanorlvr import lora
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.infra import dist, precision as prec
 from nanorlvr.infra.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device,
@@ -139,6 +140,13 @@ class TrainConfig:
                                    "the training model (verl)")
     tis_cap: float = opt(0.0, "C > 0: weight each token's loss by min(pi_train / pi_rollout, C) "
                               "(truncated IS; recomputes)")
+    # LoRA (nanorlvr/lora.py): GRPO trains rank-r adapters, the base frozen; checkpoints hold merged weights
+    lora_rank: int = opt(0, "r > 0: GRPO trains rank-r LoRA adapters on the frozen base (0: full fine-tuning); "
+                            "LoRA wants ~10x the full lr")
+    lora_alpha: float = opt(32.0, "LoRA scale alpha / r (alpha fixed across ranks: the best lr hardly depends "
+                                  "on r)")
+    lora_targets: str = opt(",".join(lora.TARGETS), "comma-separated linears that get adapters (the "
+                                                    "embedding, norms and head stay frozen)")
 
     def validate(self):
         """Every flag's allowed values, checked at parse time, before any data is generated or a model
@@ -183,6 +191,14 @@ class TrainConfig:
             need(getattr(self, name).strip(), name, "must not be empty")
         need(not self.rl_extra or re.fullmatch(r"\s*[1-9]\d*\s*,\s*[1-9]\d*\s*", self.rl_extra), "rl_extra",
              "must be m,n: two positive integers (m real steps, then a jump of n virtual ones), or empty")
+        need(self.lora_rank >= 0, "lora_rank", "must be >= 0 (0: full fine-tuning)")
+        need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
+        targets = self.lora_targets.split(",")
+        need(targets and all(t in lora.TARGETS for t in targets), "lora_targets",
+             f"must be a comma-separated subset of {','.join(lora.TARGETS)}")
+        need(not self.lora_rank or self.stage != "sft", "lora_rank", "applies to GRPO (--stage=grpo or all)")
+        need(not self.lora_rank or not self.rl_extra, "lora_rank",
+             "cannot be combined with --rl_extra (it extrapolates weights, not B A)")
         need(not self.test_data or self.data, "test_data",
              "needs --data (the toy task brings its own test split)")
         for name in ("data", "test_data"):
@@ -212,7 +228,7 @@ CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llam
 def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
     """AdamW and its schedule: linear warmup, then constant or a cosine down to 0.1 of lr."""
     # beta2 0.95 rather than 0.999: the second moment follows the gradient's scale faster (nanoGPT's choice)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(lora.trainable(model), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
     def factor(step):
         if step < warmup:
@@ -287,7 +303,8 @@ def setup(cfg, device):
         mem = prec.memory_estimate(mcfg, gen_rows=max(min(rows, cfg.gen_batch or rows), eval_rows),
                                    update_rows=cfg.micro_batch or math.ceil(rows / cfg.n_minibatches),
                                    prompt_len=longest, new_tokens=cfg.max_new_tokens, precision=precision,
-                                   grad_ckpt=cfg.grad_ckpt, kl=cfg.kl_coef > 0)
+                                   grad_ckpt=cfg.grad_ckpt, kl=cfg.kl_coef > 0, lora_rank=cfg.lora_rank,
+                                   lora_targets=cfg.lora_targets.split(","))
         log(prec.memory_line(mem))
     return precision, sft, enc, fmt, train, test
 
@@ -391,9 +408,15 @@ def train_grpo(cfg, device, train, test, fmt, precision):
     run_dir.mkdir(parents=True, exist_ok=True)
     src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, prec.weight_dtype(precision), cfg.init_from or None
     model = ckpt.load_model(src, device=device, dtype=wdtype)
-    # the KL term's reference: the starting weights, frozen (loaded only if --kl_coef uses it)
+    if cfg.lora_rank:  # LoRA: the base frozen, adapters (B = 0: still the base) on the --lora_targets linears
+        lora.add_adapters(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets.split(","), seed=cfg.seed)
+        log(f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g}: {sum(p.numel() for p in lora.trainable(model)):,} "
+            f"trainable parameters of {model.num_params():,}")
+    # the KL term's reference: the starting weights, frozen (loaded only if --kl_coef uses it; with LoRA the
+    # model itself with its adapters off)
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
+    ref_model = (None if cfg.kl_coef == 0 else lora.BaseView(model) if cfg.lora_rank
+                 else ckpt.load_model(src, device=device, dtype=ref_dtype).eval())
 
     def new_optimizer(model, warmup=cfg.warmup):
         return make_optimizer(model, cfg.lr, cfg.weight_decay, warmup, cfg.steps, cfg.schedule)
@@ -464,7 +487,8 @@ def train_grpo(cfg, device, train, test, fmt, precision):
         if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or jump):
             state = {"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
-                     "segment_start": extra.segment_start, "base_eval": base_eval, "config": vars(cfg)}
+                     "segment_start": extra.segment_start, "base_eval": base_eval, "config": vars(cfg),
+                     "lora": lora.adapter_state(model) if cfg.lora_rank else None}
             ckpt.save_checkpoint(run_dir, step, model, state, tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
     final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))

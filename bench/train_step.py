@@ -9,7 +9,8 @@ Without a GPU it runs a tiny shape on the CPU, to check that it works, and says 
 
     python bench/train_step.py                      # 64 rows x (128 prompt + 512 completion), micro-batch 8
     python bench/train_step.py --micro_batch=16 --rows=128 --model=1.5b
-    python bench/train_step.py --estimate_only      # the memory table of docs/scaling.md
+    python bench/train_step.py --lora_rank=1        # the same with rank-1 LoRA adapters
+    python bench/train_step.py --estimate_only      # the memory tables of docs/scaling.md
 """
 import argparse
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nanorlvr import lora  # noqa: E402
 from nanorlvr.infra import precision  # noqa: E402
 from nanorlvr.engine import generate  # noqa: E402
 from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update  # noqa: E402
@@ -29,6 +31,8 @@ SHAPES = {  # Qwen2.5 instruct models
     "0.5b": GPTConfig(n_layer=24, n_head=14, n_kv_head=2, n_embd=896, intermediate_size=4864, tie_embeddings=True, **QWEN),
     "1.5b": GPTConfig(n_layer=28, n_head=12, n_kv_head=2, n_embd=1536, intermediate_size=8960, tie_embeddings=True, **QWEN),
     "3b": GPTConfig(n_layer=36, n_head=16, n_kv_head=2, n_embd=2048, intermediate_size=11008, tie_embeddings=True, **QWEN),
+    "7b": GPTConfig(n_layer=28, n_head=28, n_kv_head=4, n_embd=3584, intermediate_size=18944, tie_embeddings=False,
+                    **{**QWEN, "vocab_size": 152064}),
     "tiny": GPTConfig(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, intermediate_size=128, vocab_size=512, qkv_bias=True),
 }
 GiB = 2 ** 30
@@ -49,6 +53,22 @@ def estimate_table():
             print(f"| {name} | {m['params'] / 1e9:.2f}B | {rows} | {new} | {micro} | {'yes' if ck else 'no'} | "
                   f"{static / GiB:.1f} | {m['rollout_peak'] / GiB:.1f} | {m['update_peak'] / GiB:.1f} | "
                   f"{m['total'] / GiB:.1f} |")
+    lora_table()
+
+
+def lora_table():
+    """Full fine-tuning against LoRA (rank 1 and 16, every attention and MLP linear) at the recipe's settings
+    (256 rows per generate, micro-batch 8, gradient checkpointing, 1024 new tokens): peak GiB per GPU."""
+    runs = [("full", "bf16-mixed", 0), ("LoRA r=1", "bf16-mixed", 1), ("LoRA r=16", "bf16-mixed", 16),
+            ("LoRA r=16", "bf16", 16)]
+    print("\n| model | params | " + " | ".join(f"{n}, {p}" for n, p, _ in runs) + " | trainable r=1 / r=16 |")
+    print("|---|---|" + "---|" * len(runs) + "---|")
+    for name in ("0.5b", "1.5b", "3b", "7b"):
+        ms = [precision.memory_estimate(SHAPES[name], gen_rows=256, update_rows=8, prompt_len=256, new_tokens=1024,
+                                        precision=p, grad_ckpt=True, lora_rank=r) for _, p, r in runs]
+        t1, t16 = (lora.count_adapter_params(SHAPES[name], r) / 1e6 for r in (1, 16))
+        print(f"| {name} | {ms[0]['params'] / 1e9:.2f}B | " + " | ".join(f"{m['total'] / GiB:.1f}" for m in ms) +
+              f" | {t1:.2f}M / {t16:.1f}M |")
 
 
 def parse(argv=None):
@@ -62,6 +82,7 @@ def parse(argv=None):
     ap.add_argument("--micro_batch", type=int, default=8, help="rows per forward/backward (0: all at once)")
     ap.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "bf16", "fp32"])
     ap.add_argument("--grad_ckpt", default="off,on", help="gradient checkpointing settings to time: off,on | off | on")
+    ap.add_argument("--lora_rank", type=int, default=0, help="r > 0: train rank-r LoRA adapters (nanorlvr/lora.py)")
     ap.add_argument("--estimate_only", action="store_true", help="print the memory table and exit")
     return ap.parse_args(argv)
 
@@ -82,8 +103,10 @@ def measure(args) -> dict:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     model = GPT(mcfg).to(device=device, dtype=precision.weight_dtype(args.precision))
+    if args.lora_rank:
+        lora.add_adapters(model, args.lora_rank, 32.0)
     sampler = precision.SamplingCopy(model, args.precision)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(lora.trainable(model), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     prompts = torch.randint(0, mcfg.vocab_size, (args.rows, args.prompt_len)).tolist()
     out = {"model": args.model, "rows": args.rows, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
@@ -137,7 +160,7 @@ def measure(args) -> dict:
             continue
         est = precision.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision,
-                                   grad_ckpt=ck)
+                                   grad_ckpt=ck, lora_rank=args.lora_rank)
         static = sum(est[k] for k in ("weights", "grads", "adamw", "sampling_copy"))
         out[key] = {"s": s, "tokens_per_s": tokens / s, "peak_gib": peak(), "estimate_gib": (static + est["update_peak"]) / GiB,
                     "loss": stats.get("loss", float("nan"))}
@@ -149,6 +172,9 @@ def measure(args) -> dict:
                                prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision)
     out["rollout_estimate_gib"] = (est["weights"] + est["sampling_copy"] + est["rollout_peak"]) / GiB
     print(f"rollout peak estimate {out['rollout_estimate_gib']:.1f} GiB "
+                               prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision,
+                               lora_rank=args.lora_rank)
+    print(f"rollout peak estimate {(est['weights'] + est['sampling_copy'] + est['rollout_peak']) / GiB:.1f} GiB "
           "(weights + sampling copy + rollout: the rollout above ran before any gradient or AdamW state existed)")
     return out
 

@@ -25,6 +25,7 @@ which GRPO fixes far more slowly (docs/results.md has both).
 """
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass
 from fractions import Fraction
@@ -119,7 +120,9 @@ def generate_splits(cfg: TaskConfig, n_train: int, n_test: int, seed: int = 0):
 def write_jsonl(rows, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # a temporary name of this process: two runs started at once that both generate the toy data write the
+    # same rows, and each rename is atomic
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")

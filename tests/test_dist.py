@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 import train
 from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr import lora
 from nanorlvr.infra import dist
 from nanorlvr.infra.common import UsageError
 from nanorlvr.grpo import GRPOConfig, Rollout, grpo_update, micro_batches
@@ -30,6 +31,8 @@ CASES = {
     "dr-grpo-micro-sgd": (dict(loss_agg="seq-sum-constant", scale_std=False, micro_batch=3), "sgd", False),
     "adamw-mu2-kl-topp": (dict(mu=2, kl_coef=0.1, top_p=0.9, grad_clip=1.0), "adamw", False),
     "rank1-has-no-rows": (dict(), "sgd", True),
+    # LoRA rank 2 (B made non-zero, so A has a gradient too); the KL reference is the base (adapters off)
+    "lora-adamw-kl": (dict(kl_coef=0.1, grad_clip=1.0), "adamw", False),
 }
 
 
@@ -47,6 +50,12 @@ def setup(case):
     model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=2))
     ref = copy.deepcopy(model).eval() if cfg.kl_coef else None
     g = torch.Generator().manual_seed(1)
+    if case.startswith("lora"):
+        lora.add_adapters(model, rank=2, alpha=32, seed=0)
+        with torch.no_grad():
+            for m in lora.adapters(model).values():
+                m.lora_B.copy_(0.05 * torch.randn(m.lora_B.shape, generator=g))
+        ref = lora.BaseView(model)
     N = P * G
     prompts = [torch.randint(0, 256, (int(torch.randint(2, 7, (1,), generator=g)),), generator=g).tolist()
                for _ in range(P)]
@@ -63,10 +72,10 @@ def setup(case):
     old_logp = (old_logp + 0.1 * torch.randn(old_logp.shape, generator=g)) * mask  # ratios off 1: clipping
     roll = Rollout(prompts, completions, old_logp, truncated, rewards, 0.0, 0.0)
     if opt_name == "sgd":  # plain SGD, lr 1: the weight change IS the gradient (Adam would hide a scale error)
-        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        opt = torch.optim.SGD(lora.trainable(model), lr=1.0)
     else:  # AdamW with a large eps: g / (sqrt(v) + eps) is ~ g / eps for small g, so an element whose gradient
         # is zero up to rounding moves by ~0, not by +-lr in whichever direction its last bit points
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), eps=1e-3)
+        opt = torch.optim.AdamW(lora.trainable(model), lr=1e-2, betas=(0.9, 0.95), eps=1e-3)
     return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), cfg, roll, ref
 
 

@@ -4,6 +4,8 @@ A run's checkpoints on disk, written so that a crash never leaves a half-written
     out/<run>/step_000100/{model.safetensors, config.json}   weights in HF layout (infra/hf.py), one folder per step
                           nanorlvr.json                       how to prompt it and what it was trained on
                           tokenizer.json, ...                 (a real model) the source's tokenizer files
+                          adapter/                            (LoRA) the adapter in PEFT's layout; then
+                                                              model.safetensors holds the merged weights
     out/<run>/trainer_state.pt                               optimizer, schedule, RNG, data position (latest)
     out/<run>/metrics.jsonl, summary.json
 
@@ -24,7 +26,8 @@ from safetensors import safe_open
 
 from nanorlvr.infra import dist
 from nanorlvr.infra.common import UsageError, append_jsonl, log, seed_everything, set_rng_state
-from nanorlvr.infra.hf import load_pretrained, save_pretrained
+from nanorlvr import lora
+from nanorlvr.infra.hf import load_pretrained, save_pretrained, save_safetensors
 
 
 def step_dir(run_dir, step) -> Path:
@@ -41,7 +44,13 @@ def save_model(model, path, tokenizer_dir=None, info=None):
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_pretrained(model.module if hasattr(model, "module") else model, tmp, tokenizer_dir=tokenizer_dir)
+    model = model.module if hasattr(model, "module") else model
+    # LoRA: the merged weights W + (alpha / r) B A (what every reader loads), and the adapter in PEFT's layout
+    if lora.has_adapters(model):
+        save_pretrained(model, tmp, tokenizer_dir=tokenizer_dir, state_dict=lora.merged_state_dict(model))
+        lora.save_adapter(model, tmp, save_safetensors)
+    else:
+        save_pretrained(model, tmp, tokenizer_dir=tokenizer_dir)
     if info is not None:
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     if path.exists():  # replacing: move the old one aside first, so one complete copy always exists
@@ -153,9 +162,10 @@ def resume_or_start(run_dir, resume, model, new_optimizer, evaluate_base, *, see
                     info):
     """Where a GRPO run begins: at its last checkpoint (resume and a trainer_state.pt there), else at step 0.
 
-    Resuming loads that checkpoint's weights, the optimizer and schedule (new_optimizer(model), then their
-    saved states), the RNG state and the base model's evaluation, and cuts metrics.jsonl back to the
-    checkpoint: the run then continues exactly as if it had never stopped. Starting seeds the global RNGs
+    Resuming loads that checkpoint's weights (with LoRA: the adapters saved in the trainer state, onto the
+    base `model` as given, since the checkpoint's merged weights are rounded), the optimizer and schedule
+    (new_optimizer(model), then their saved states), the RNG state and the base model's evaluation, and
+    cuts metrics.jsonl back to the checkpoint: the run then continues exactly as if it had never stopped. Starting seeds the global RNGs
     (seed_everything(seed): a fresh run draws its minibatch orders from them) and writes step_000000 (the
     weights RL starts from, so that analyses have the base beside the steps) and evaluates them
     (evaluate_base(model)), the first row of metrics.jsonl.
@@ -164,7 +174,13 @@ def resume_or_start(run_dir, resume, model, new_optimizer, evaluate_base, *, see
     state = load_trainer_state(run_dir) if resume else None
     if state is not None:
         step = state["step"]
-        model = load_model(step_dir(run_dir, step), device=device, dtype=dtype)
+        if bool(state.get("lora")) != lora.has_adapters(model):
+            raise UsageError(f"--resume: {run_dir} was trained {'with' if state.get('lora') else 'without'} "
+                             "LoRA adapters: resume with the flags it was started with (--lora_rank)")
+        if state.get("lora"):  # LoRA: the frozen base as given (the run's source) + the saved adapters
+            lora.load_adapter_state(model, state["lora"])
+        else:
+            model = load_model(step_dir(run_dir, step), device=device, dtype=dtype)
         optimizer, scheduler = new_optimizer(model)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -103,11 +103,14 @@ def mean_dict(d: dict, sum_keys=()) -> dict:
 
 
 def all_reduce_grads(model):
-    """Sum the gradients over ranks (a parameter without one contributes zeros)."""
+    """Sum the gradients over ranks (a parameter without one contributes zeros); frozen parameters (LoRA's
+    base) have none and take no part."""
     if world() == 1:
         return
     works = []
     for p in model.parameters():
+        if not p.requires_grad:
+            continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         works.append(td.all_reduce(p.grad, async_op=True))

@@ -286,10 +286,11 @@ def save_safetensors(tensors: dict, file) -> None:
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(file), metadata={"format": "pt"})
 
 
-def save_pretrained(model: GPT, path, tokenizer_dir=None) -> None:
+def save_pretrained(model: GPT, path, tokenizer_dir=None, state_dict=None) -> None:
     """Write `model` as a HF checkpoint into directory `path`: model.safetensors + config.json, plus the
     tokenizer / generation files found in `tokenizer_dir` (typically the source checkpoint), whose
-    config.json, if any, also supplies bos/eos/pad token ids."""
+    config.json, if any, also supplies bos/eos/pad token ids. `state_dict` (our names) replaces the
+    model's own weights (LoRA's merged ones)."""
     model = getattr(model, "_orig_mod", model)  # torch.compile'd: save the module itself, without the prefix
     path, cfg = Path(path), model.config
     path.mkdir(parents=True, exist_ok=True)
@@ -306,5 +307,6 @@ def save_pretrained(model: GPT, path, tokenizer_dir=None) -> None:
         if (tokenizer_dir / "config.json").is_file():
             src = json.loads((tokenizer_dir / "config.json").read_text())
             hf.update({k: src[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in src})
-    save_safetensors(state_dict_to_hf(model.state_dict(), cfg), path / "model.safetensors")
+    sd = model.state_dict() if state_dict is None else state_dict
+    save_safetensors(state_dict_to_hf(sd, cfg), path / "model.safetensors")
     (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")

@@ -15,6 +15,7 @@ import copy
 
 import torch
 
+from nanorlvr import lora
 from nanorlvr.model import GPT
 from nanorlvr.logprobs import LOGITS_PER_CHUNK
 
@@ -43,17 +44,24 @@ def autocast(precision, device):
 
 class SamplingCopy:
     """The weights rollouts and evaluations sample from: the model itself, or (bf16-mixed) a detached bf16
-    copy of it, refreshed from the fp32 master weights by `get()` before each use."""
+    copy of it, refreshed from the fp32 master weights by `get()` before each use. With LoRA adapters, in
+    every precision, a plain model of the merged weights W + (alpha / r) B A (fp32 under --precision=fp32,
+    else bf16), refreshed by merging the adapted matrices only: the rest is the frozen base (nanorlvr/lora.py)."""
 
     def __init__(self, model, precision):
-        self.model, self.copy = model, None
-        if precision == "bf16-mixed":
+        self.model, self.copy, self.merge = model, None, lora.has_adapters(model)
+        if self.merge:
+            self.copy = lora.merged_copy(model, torch.float32 if precision == "fp32" else torch.bfloat16)
+        elif precision == "bf16-mixed":
             self.copy = _detached_copy(model).to(torch.bfloat16).eval()
 
     @torch.no_grad()
     def get(self):
         if self.copy is None:
             return self.model
+        if self.merge:
+            lora.merge_into(self.copy, self.model)
+            return self.copy
         for dst, src in zip(self.copy.parameters(), self.model.parameters()):
             dst.copy_(src)
         return self.copy
@@ -81,7 +89,7 @@ def count_params(mcfg) -> int:
 
 
 def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, precision="bf16-mixed",
-                    grad_ckpt=False, kl=False) -> dict:
+                    grad_ckpt=False, kl=False, lora_rank=0, lora_targets=lora.TARGETS) -> dict:
     """Rough peak bytes on one device, by part. gen_rows: rows sampled at once (one generate call);
     update_rows: rows per forward/backward (the micro-batch). Static: weights, gradients, AdamW's two
     moments (in the weight dtype), the bf16 sampling copy (bf16-mixed), the reference model (kl > 0).
@@ -95,7 +103,12 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     bf16 copy of the weights. Peak = static + max(rollout, update). On an H100 (bench/train_step.py,
     before the chunking) the rollout peaks were within 0.3 GiB and the update peaks within 8 V bytes per
     completion token; the chunked path is measured on the CPU only (bench/logprob_memory.py). Treat it
-    as +-20%."""
+    as +-20%.
+    With LoRA (lora_rank > 0; nanorlvr/lora.py) the base is frozen: no gradient, no AdamW state; the
+    adapters' a = r (in + out) numbers per matrix are fp32 with fp32 gradients and AdamW moments (16 a
+    bytes); the sampling copy holds the merged weights (fp32 under fp32, else bf16); the KL reference is
+    the base itself (no second model); autocast caches casts of trainable leaves only, so under bf16-mixed
+    the frozen weights are cast per use (one block's worth with checkpointing)."""
     n, L, h, V = count_params(mcfg), mcfg.n_layer, mcfg.n_embd, mcfg.vocab_size
     kv, i = mcfg.n_kv_head * mcfg.head_dim, mcfg.intermediate_size
     wb = 2 if precision == "bf16" else 4         # weight / grad / optimizer-state bytes
@@ -103,6 +116,10 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     T = prompt_len + new_tokens
     out = {"params": n, "weights": n * wb, "grads": n * wb, "adamw": 2 * n * wb,
            "sampling_copy": 2 * n if precision == "bf16-mixed" else 0, "ref_model": n * (2 if cb == 2 else 4) if kl else 0}
+    if lora_rank:  # frozen base + fp32 adapters; sampling from a merged copy; the reference is the base
+        a = lora.count_adapter_params(mcfg, lora_rank, lora_targets)
+        out.update(trainable=a, weights=n * wb + 4 * a, grads=4 * a, adamw=8 * a,
+                   sampling_copy=n * (4 if precision == "fp32" else 2), ref_model=0)
     per_layer_token = (34 * h + 8 * i + 8 * kv) * cb // 2
     out["kv_cache"] = 2 * L * gen_rows * kv * T * cb
     out["prefill"] = gen_rows * (prompt_len * (2 * i + 4 * h) * cb + 12 * V)
@@ -115,6 +132,8 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
     static = sum(out[k] for k in ("weights", "grads", "adamw", "sampling_copy", "ref_model"))
     out["rollout_peak"] = out["kv_cache"] + out["prefill"]
     out["autocast_cache"] = 2 * n if precision == "bf16-mixed" else 0
+    if lora_rank and precision == "bf16-mixed" and grad_ckpt:  # frozen weights' casts: one block's at a time
+        out["autocast_cache"] = 2 * (n // L + out["trainable"])
     out["update_peak"] = out["activations"] + out["logits"] + out["autocast_cache"]
     out["total"] = static + max(out["rollout_peak"], out["update_peak"])
     return out
@@ -122,7 +141,9 @@ def memory_estimate(mcfg, *, gen_rows, update_rows, prompt_len, new_tokens, prec
 
 def memory_line(m: dict) -> str:
     g = lambda b: f"{b / 2**30:.1f}"
-    return (f"memory estimate {g(m['total'])} GiB ({m['params'] / 1e6:.0f}M params): weights {g(m['weights'])} + "
+    lora_part = f", {m['trainable'] / 1e6:.2f}M trainable (LoRA)" if "trainable" in m else ""
+    return (f"memory estimate {g(m['total'])} GiB ({m['params'] / 1e6:.0f}M params{lora_part}): weights "
+            f"{g(m['weights'])} + "
             f"grads {g(m['grads'])} + AdamW {g(m['adamw'])} + sampling copy {g(m['sampling_copy'])} + ref "
             f"{g(m['ref_model'])} + max(rollout: KV cache {g(m['kv_cache'])} + prefill "
             f"{g(m['prefill'])}, update: activations {g(m['activations'])} + logits {g(m['logits'])} + "

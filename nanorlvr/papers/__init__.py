@@ -36,6 +36,8 @@ arXiv 2510.00553. The RL update is nearly rank 1, and its rank-1 part grows line
                                                 paper3_alpharl.run_rank1 [analyze.py rank1]
     AlphaRL prediction from an early window     extrapolate.alpharl_predict, extrapolate.alpharl_state_dict,
                                                 paper3_alpharl.run_alpharl [analyze.py alpharl]
+    the same question asked by training: a      nanorlvr/lora.py [train.py --lora_rank=1]; the comparison
+    rank-1 adapter from the start                and the update's alignment: bench/lora.py
 
 What the analyses share: papers/report.py (plots), evaluate.evaluator (held-out accuracy). The GRPO they
 study: grpo.py (the step) and grpo_loss.py (its maths: GRPO, Dr. GRPO and DAPO, each function citing its

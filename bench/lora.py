@@ -1,0 +1,285 @@
+"""
+LoRA against full fine-tuning on the toy, in both regimes of bench/paper_results.py (fast: the quickstart's
+GRPO; paper: a slow drift), and paper 3's rank-1 question asked by training.
+
+The rule for the learning rates, fixed before any result: "LoRA Without Regret" (Thinking Machines, 2025)
+finds the best LoRA lr for RL about 10x the full fine-tuning one, nearly the same for every rank at fixed
+alpha (32 here, nanorlvr/lora.py). So for each rank r in {1, 8, 64} and each regime, seed 1 runs at 3x,
+10x and 30x the regime's full lr (fast 1e-4, paper 1e-5); the lr with the best final greedy accuracy on
+the 1,000 held-out problems wins (a tie goes to the one nearest 10x), and seeds 2 and 3 run at it. Full
+fine-tuning runs at the regime's own lr, seeds 1-3. Every run is bench/paper_results.py's (150 steps, a
+checkpoint and a greedy evaluation every 10) from the same SFT base; only --lora_rank and --lr differ.
+
+Paper 3 by training, for each seed s (the LoRA rank-1 run and the full run of the same seed sample the
+same first rollouts): for every update matrix, with dW_full = W_full(150) - W_0 and dW_lora = W_lora(150)
+- W_0 (merged weights minus the base: B A scaled, up to rounding), and u1 s1 v1^T the top singular
+component of dW_full,
+
+    cos  = |<vec dW_lora, vec u1 v1^T>| / ||dW_lora||_F      (1: the LoRA update is the full update's top
+                                                               direction; chance for a random rank-1
+                                                               matrix is ~ 1/sqrt(out x in))
+    left = |u_lora . u1|,  right = |v_lora . v1|             (the top singular vectors of dW_lora against
+                                                               those of dW_full: column and row spaces)
+
+and, side by side, the held-out greedy accuracy of (a) the rank-1 projection of the full update
+(`analyze.py rank1`, paper 3's rank-1 model) and (b) the rank-1 LoRA model itself.
+
+Writes bench/results/lora.json (every run's accuracy, time and trainable parameters, the chosen lrs, the
+table's records, the cosines) and bench/results/lora.png. Resumable: finished jobs (a summary.json or
+report.json in place) are skipped; two one-thread jobs run at a time.
+
+    python bench/lora.py [--seeds=1,2,3] [--out=out/lora]
+    QUICK=1 python bench/lora.py        # seed 1, fast regime only: the sweep and its analyses (lora_quick.*)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench import paper_results as P  # noqa: E402
+from bench.jobs import run_all  # noqa: E402
+
+RANKS = (1, 8, 64)
+LR_FACTORS = (3, 10, 30)  # x the regime's full lr; 10x is the rule's centre
+CENTRE = 10
+
+
+def full_lr(regime):
+    return float(next(f for f in P.REGIMES[regime] if f.startswith("--lr="))[5:])
+
+
+def run_flags(regime, rank=0, factor=1):
+    """train.py flags of a run: the regime's, with LoRA rank `rank` at `factor` x the regime's lr."""
+    flags = [f for f in P.REGIMES[regime] if not f.startswith("--lr=")]
+    return flags + [f"--lr={full_lr(regime) * factor:g}"] + ([f"--lora_rank={rank}"] if rank else [])
+
+
+def run_name(regime, rank, factor, seed):
+    return f"{regime}/full/s{seed}" if not rank else f"{regime}/r{rank}_x{factor:g}/s{seed}"
+
+
+def grpo_job(out, base, regime, rank, factor, seed):
+    name = run_name(regime, rank, factor, seed)
+    return (name, [P.PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}",
+                   f"--seed={seed}", *P.RUN, *run_flags(regime, rank, factor)])
+
+
+# -----------------------------------------------------------------------------
+# the jobs, in three phases: full runs + the seed-1 lr sweep, then seeds 2-3 at the chosen lrs, then analyses
+
+
+def sweep_jobs(out, base, regimes, seeds):
+    jobs = [grpo_job(out, base, regime, 0, 1, s) for regime in regimes for s in seeds]
+    jobs += [grpo_job(out, base, regime, r, f, seeds[0]) for regime in regimes for r in RANKS for f in LR_FACTORS]
+    return jobs
+
+
+def seed_jobs(out, base, regimes, seeds, chosen):
+    """chosen: {(regime, rank): factor}."""
+    return [grpo_job(out, base, regime, r, chosen[regime, r], s) for regime in regimes for r in RANKS
+            for s in seeds[1:]]
+
+
+def analysis_jobs(out, regimes, seeds, steps=150):
+    """Paper 3's rank-1 model of each full run (analyze.py rank1 on the same 1,000 held-out problems)."""
+    jobs = []
+    for regime in regimes:
+        for s in seeds:
+            run = Path(out) / run_name(regime, 0, 1, s) / "grpo"
+            jobs.append((f"{regime}/full/s{s}/rank1", [P.PY, "analyze.py", "rank1", f"--base={P.ckpt_dir(run, 0)}",
+                                                       f"--rl={P.ckpt_dir(run, steps)}", *P.EVAL,
+                                                       f"--out={Path(out) / regime / 'full' / f's{s}' / 'rank1'}"]))
+    return jobs
+
+# -----------------------------------------------------------------------------
+# the records: pure functions of the runs' summaries (tested on hand-made ones)
+
+
+def choose_factor(acc_by_factor: dict, centre=CENTRE):
+    """The lr factor with the best final accuracy; a tie goes to the one nearest `centre` (in log lr)."""
+    return max(acc_by_factor, key=lambda f: (acc_by_factor[f], -abs(math.log(f / centre))))
+
+
+def variant_record(finals, base_acc, full_finals, seconds, trainable):
+    """One row of the table: final greedy accuracy mean +- std over seeds, the gain over the base relative
+    to full fine-tuning's mean gain, mean wall seconds, trainable parameters."""
+    m, sd, n = P.mean_sd(finals)
+    fm = P.mean_sd(full_finals)[0]
+    rel = (m - base_acc) / (fm - base_acc) if fm is not None and fm != base_acc else None
+    return {"final_greedy_acc": finals, "mean": m, "std": sd, "seeds": n, "gain": m - base_acc,
+            "gain_vs_full": rel, "wall_seconds": P.mean_sd(seconds)[0], "trainable": trainable}
+
+
+@torch.no_grad()
+def update_alignment(d_full: torch.Tensor, d_lora: torch.Tensor) -> dict:
+    """|cos| between vec(d_lora) and the full update's top singular direction u1 v1^T, and the alignments of
+    the two updates' top left / right singular vectors (module docstring)."""
+    u, _, vh = torch.linalg.svd(d_full.double(), full_matrices=False)
+    ul, _, vlh = torch.linalg.svd(d_lora.double(), full_matrices=False)
+    u1, v1 = u[:, 0], vh[0]
+    norm = d_lora.double().norm()
+    cos = (u1 @ d_lora.double() @ v1).abs() / norm if norm > 0 else torch.tensor(float("nan"))
+    return {"cos": cos.item(), "left": (ul[:, 0] @ u1).abs().item(), "right": (vlh[0] @ v1).abs().item(),
+            "chance": math.sqrt(2 / (math.pi * d_full.numel()))}
+
+
+def alignments(w0: dict, w_full: dict, w_lora: dict) -> dict:
+    """update_alignment of every update matrix (2-D, not an embedding or the head) of three state dicts."""
+    out = {}
+    for name, t in w0.items():
+        if t.ndim == 2 and name.endswith("_proj.weight"):
+            out[name] = update_alignment(w_full[name] - t, w_lora[name] - t)
+    return out
+
+
+def mean_of(per_matrix: dict, key) -> float:
+    return sum(v[key] for v in per_matrix.values()) / len(per_matrix)
+
+# -----------------------------------------------------------------------------
+# report
+
+
+def summary(out, name):
+    return P.read(Path(out) / name / "summary.json")
+
+
+def weights(path):
+    from nanorlvr.infra import checkpoint as ckpt
+    return ckpt.load_model(path).state_dict()
+
+
+def trainable_params(base, rank):
+    from nanorlvr import lora
+    from nanorlvr.infra.hf import config_from_hf
+    from nanorlvr.model import GPT
+    mcfg = config_from_hf(json.loads((Path(base) / "config.json").read_text()))
+    with torch.device("meta"):
+        n = GPT(mcfg).num_params()
+    return lora.count_adapter_params(mcfg, rank) if rank else n
+
+
+def report(out, base, regimes, seeds, chosen, steps=150):
+    recs = {"lr_rule": f"seed {seeds[0]}: {', '.join(f'{f}x' for f in LR_FACTORS)} the regime's full lr, best final "
+                       f"greedy accuracy (tie: nearest {CENTRE}x); other seeds at the winner",
+            "chosen_lr": {}, "sweep": {}, "table": {}, "paper3": {}}
+    for regime in regimes:
+        full = [summary(out, run_name(regime, 0, 1, s)) for s in seeds]
+        base_acc = full[0]["base_greedy_acc"]
+        full_finals = [x["final_greedy_acc"] for x in full]
+        rows = {"full": variant_record(full_finals, base_acc, full_finals, [x["wall_seconds"] for x in full],
+                                       trainable_params(base, 0)) | {"lr": full_lr(regime)}}
+        for r in RANKS:
+            f = chosen[regime, r]
+            recs["sweep"][f"{regime}/r{r}"] = {f"{g}x": summary(out, run_name(regime, r, g, seeds[0]))["final_greedy_acc"]
+                                               for g in LR_FACTORS}
+            recs["chosen_lr"][f"{regime}/r{r}"] = full_lr(regime) * f
+            runs = [summary(out, run_name(regime, r, f, s)) for s in seeds]
+            rows[f"r{r}"] = variant_record([x["final_greedy_acc"] for x in runs], base_acc, full_finals,
+                                           [x["wall_seconds"] for x in runs], trainable_params(base, r)) | {
+                                               "lr": full_lr(regime) * f}
+        recs["table"][regime] = {"base_greedy_acc": base_acc, "rows": rows}
+        per_seed = []
+        for s in seeds:  # paper 3: the rank-1 LoRA update against the full update's top direction
+            full_run = Path(out) / run_name(regime, 0, 1, s) / "grpo"
+            lora_run = Path(out) / run_name(regime, 1, chosen[regime, 1], s) / "grpo"
+            al = alignments(weights(P.ckpt_dir(full_run, 0)), weights(P.ckpt_dir(full_run, steps)),
+                            weights(P.ckpt_dir(lora_run, steps)))
+            r1 = P.read(Path(out) / regime / "full" / f"s{s}" / "rank1" / "report.json")
+            per_seed.append({"seed": s, "rank1_projection_acc": r1["acc"]["rank1"], "full_acc": r1["acc"]["rl"],
+                             "lora_r1_acc": summary(out, run_name(regime, 1, chosen[regime, 1], s))["final_greedy_acc"],
+                             **{f"mean_{k}": mean_of(al, k) for k in ("cos", "left", "right", "chance")},
+                             "per_matrix": al})
+        recs["paper3"][regime] = {"per_seed": per_seed, **{
+            k: P.mean_sd([x[k] for x in per_seed])[:2]
+            for k in ("rank1_projection_acc", "lora_r1_acc", "full_acc", "mean_cos", "mean_left", "mean_right")}}
+    return recs
+
+
+def table_md(recs):
+    lines = []
+    for regime, t in recs["table"].items():
+        lines += [f"\n{P.TITLES[regime]}; base greedy {t['base_greedy_acc']:.3f}\n",
+                  "| variant | lr | trainable | final greedy (mean +- std) | gain vs full | wall time |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in t["rows"].items():
+            sd = f" +- {r['std']:.3f}" if r["std"] is not None else ""
+            rel = f"{r['gain_vs_full']:.2f}" if r["gain_vs_full"] is not None else "-"
+            lines.append(f"| {name} | {r['lr']:g} | {r['trainable']:,} | {r['mean']:.3f}{sd} (n={r['seeds']}) | "
+                         f"{rel} | {r['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(recs, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    regimes = list(recs["table"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, regime in enumerate(regimes):  # final accuracy per variant
+        rows = recs["table"][regime]["rows"]
+        xs = [j + 0.4 * i for j in range(len(rows))]
+        axes[0].bar(xs, [r["mean"] for r in rows.values()], 0.4, yerr=[r["std"] or 0 for r in rows.values()],
+                    label=regime)
+        axes[0].set_xticks([j + 0.2 for j in range(len(rows))], list(rows))
+    axes[0].set_ylabel("final greedy accuracy")
+    axes[0].legend()
+    for regime in regimes:  # paper 3: |cos| of each matrix, seed 1
+        al = recs["paper3"][regime]["per_seed"][0]["per_matrix"]
+        axes[1].hist([v["cos"] for v in al.values()], bins=20, range=(0, 1), alpha=0.6, label=regime)
+    axes[1].set_xlabel("|cos(dW_lora r=1, u1 v1^T of dW_full)| per matrix")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p.add_argument("--seeds", default="1,2,3")
+    p.add_argument("--quick", action="store_true", default=bool(os.environ.get("QUICK")),
+                   help="seed 1, fast regime only (also QUICK=1)")
+    p.add_argument("--out", default="out/lora")
+    p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
+    p.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--steps", type=int, default=150, help="GRPO steps of every run")
+    p.add_argument("--n_eval", type=int, default=1000, help="held-out problems of every evaluation")
+    p.add_argument("--train_flags", default="", help="train.py flags added to every run (a smoke test: "
+                                                     "--prompts_per_step=4 --group_size=4)")
+    args = p.parse_args()
+    seeds = [int(s) for s in ("1" if args.quick else args.seeds).split(",")]
+    regimes = ["fast"] if args.quick else list(P.REGIMES)
+    out, t0, extra = Path(args.out), time.time(), args.train_flags.split() + [f"--steps={args.steps}"]
+    n_eval = [f"--n_eval={args.n_eval}"]
+
+    def go(jobs):  # the later of two equal flags wins: the options above override P.RUN and P.EVAL
+        run_all([(n, argv + (extra if argv[1] == "train.py" else []) + n_eval) for n, argv in jobs
+                 if not P.done(argv)], args.parallel, out / "logs")
+    base = P.ensure_base(out)
+    go(sweep_jobs(out, base, regimes, seeds))
+    chosen = {(regime, r): choose_factor({f: summary(out, run_name(regime, r, f, seeds[0]))["final_greedy_acc"]
+                                          for f in LR_FACTORS}) for regime in regimes for r in RANKS}
+    go(seed_jobs(out, base, regimes, seeds, chosen))
+    go(analysis_jobs(out, regimes, seeds, args.steps))
+    recs = report(out, base, regimes, seeds, chosen, args.steps)
+    recs.update(seeds=seeds, regimes={r: P.RUN + P.REGIMES[r] for r in regimes}, steps=args.steps,
+                n_eval=args.n_eval, train_flags=args.train_flags, wall_seconds=time.time() - t0)
+    results, suffix = Path(args.results), "_quick" if args.quick else ""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"lora{suffix}.json").write_text(json.dumps(recs, indent=1))
+    plot(recs, results / f"lora{suffix}.png")
+    print(table_md(recs))
+    for regime, r in recs["paper3"].items():
+        print(f"paper 3, {regime}: rank-1 projection of the full update {r['rank1_projection_acc'][0]:.3f}, rank-1 "
+              f"LoRA {r['lora_r1_acc'][0]:.3f}, full {r['full_acc'][0]:.3f}; mean |cos| {r['mean_cos'][0]:.3f}")
+    print(f"bench/lora.py: {len(seeds)} seed(s), {(time.time() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
