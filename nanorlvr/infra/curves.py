@@ -3,9 +3,9 @@ Training curves of a GRPO run, drawn from its metrics.jsonl: train.py writes `cu
 checkpoints at the end of every run (also `python -m nanorlvr.infra.curves RUN_DIR`).
 
 Four panels over the step: rollout reward (the mean of the 0/1 verifier rewards) with the held-out
-accuracies at each step the run evaluated (greedy, and avg@k where it sampled them; each evaluation a
-marker), mean response length, policy entropy, and the share of prompt groups whose rewards were all equal
-(they carry no gradient). RL-Extra's jumps (paper 2, Eq. 3) are shaded spans: no line is drawn across
+accuracies at each step the run evaluated (greedy, and avg@k as lone markers where it sampled them: a line
+from start to end would invent the steps between), mean response length, policy entropy, and the share of
+prompt groups whose rewards were all equal (they carry no gradient). RL-Extra's jumps (paper 2, Eq. 3) are shaded spans: no line is drawn across
 them, as no step was trained there.
 """
 import json
@@ -51,7 +51,7 @@ def plot_curves(run_dir) -> Path:
                      label="held-out greedy")
         for k in sorted({name[3:] for _, e in evals for name in e if name.startswith("avg")}):
             pts = [(s, e[f"avg{k}"]) for s, e in evals if f"avg{k}" in e]
-            axes[0].plot(*zip(*pts), "s--", ms=5, label=f"held-out avg@{k}")
+            axes[0].plot(*zip(*pts), "s", ms=5, label=f"held-out avg@{k}")  # markers only: no line between
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path = run_dir / "curves.png"
