@@ -10,8 +10,11 @@ report.json, PNG plots and summary.md into --out (default out/analysis/<subcomma
     python analyze.py dlogp --base=smollm2 --rl=out/smol --data=gsm8k_test.jsonl     # any checkpoints, data
 
 Any checkpoint works, the toy or a Hugging Face model: each is prompted in its own format, and accuracy is
-avg@k (greedy accuracy with --k=0) on the first --n_eval problems of --data, or by default on the held-out
-problems of the run that trained it (prompts.py: format_for, held_out_for).
+greedy accuracy (avg@k with --k=k) on the first --n_eval problems of --data, or by default on the held-out
+problems of the run that trained it (prompts.py: format_for, held_out_for). The defaults are the settings of
+the README's results table (greedy on 1,000 problems; dlogp: on 500, four replacement ratios), so a run's
+figures compare with it, and each subcommand finishes in minutes on the quickstart's run on a laptop CPU;
+every analysis prints, and writes to report.json and summary.md, the settings its figures depend on.
 """
 import math
 import time
@@ -39,8 +42,8 @@ class Common:
     data: str = opt("", "held-out problems: GSM8K / MATH / toy jsonl (empty: the held-out problems of the "
                         "trained run)")
     data_dir: str = opt("data", "where the toy task's jsonl files are (generated if missing)")
-    n_eval: int = opt(500, "held-out problems for accuracy")
-    k: int = opt(8, "samples per problem for avg@k (0: greedy accuracy)")
+    n_eval: int = opt(1000, "held-out problems for accuracy")
+    k: int = opt(0, "samples per problem for avg@k (0: greedy accuracy)")
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(1.0, "nucleus for sampling (paper 1 used 0.7)")
     max_new_tokens: int = opt(0, "completion budget (0: the trained run's own, train.py's --max_new_tokens)")
@@ -59,10 +62,11 @@ class Dlogp(Common):
     """paper 1: token metrics of base vs RL text, token replacement"""
     base: str = opt("", "base checkpoint (a checkpoint folder, or a run folder: its last step)")
     rl: str = opt("", "RL checkpoint (a checkpoint folder, or a run folder: its last step)")
+    n_eval: int = opt(500, "held-out problems for the accuracy of each replacement ratio")
     n_prompts: int = opt(200, "held-out prompts for the token metrics")
     samples: int = opt(4, "responses per prompt from each model")
-    ratios: str = opt("0.01,0.02,0.05,0.1,0.2,0.3,0.4",
-                      "target replacement ratios of the sweep ('' skips it)")
+    ratios: str = opt("0.02,0.05,0.1,0.2", "target replacement ratios of the sweep ('' skips it; the wider "
+                                           "sweep: 0.01,0.02,0.05,0.1,0.2,0.3,0.4)")
     criteria: str = opt(",".join(GATES), "gate criteria to sweep")
 
     def validate(self):
@@ -77,7 +81,7 @@ class Dlogp(Common):
 class Linearity(Common):
     """paper 2: R^2 vs step of weights and log-probs"""
     run: str = opt("", "run folder with step_* checkpoints")
-    n_probe: int = opt(256, "held-out prompts of the base-sampled log-prob probe")
+    n_probe: int = opt(64, "held-out prompts of the base-sampled log-prob probe")
     control: str = opt("", "optional second run (e.g. SFT-like) for the weight R^2")
 
     def validate(self):
@@ -178,8 +182,16 @@ def main(argv=None):
     problems = held_out_for(trained, n_problems, cfg.data, cfg.data_dir, flag)
     evaluate_fn = evaluator(fmt, problems[:cfg.n_eval], cfg.k, cfg.temperature, max_new_tokens, cfg.top_p,
                             cfg.seed)
-    log(f"analyze {cmd} on {device}, {len(problems[:cfg.n_eval])} problems, budget {max_new_tokens} tokens, "
-        f"writing to {out}")
+    settings = {"accuracy": f"avg@{cfg.k} at T = {cfg.temperature:g}" if cfg.k else "greedy",
+                "n_eval": len(problems[:cfg.n_eval]), "problems": cfg.data or "the run's held-out problems",
+                "max_new_tokens": max_new_tokens, "top_p": cfg.top_p, "seed": cfg.seed}
+    if cmd == "dlogp":  # the token metrics' own sample, and the sweep
+        settings.update(probe=f"{cfg.n_prompts} prompts x {cfg.samples} responses per model at T = "
+                              f"{cfg.temperature:g}", ratios=cfg.ratios, criteria=cfg.criteria)
+    if cmd == "linearity":
+        settings["probe"] = f"{cfg.n_probe} prompts"
+    log(f"analyze {cmd} on {device}: accuracy {settings['accuracy']} on {settings['n_eval']} problems, budget "
+        f"{max_new_tokens} tokens, writing to {out}")
     if cmd == "dlogp":
         report, summary = paper1_direction.run_dlogp(
             base, rl, out, fmt, problems[:cfg.n_prompts], evaluate_fn, samples=cfg.samples,
@@ -199,9 +211,12 @@ def main(argv=None):
         report, summary = paper2_linearity.run_extrapolate(cfg.run, out, evaluate_fn, cfg.t0, cfg.t1,
                                                            floats(cfg.alpha, "--alpha"), device)
     seconds = time.time() - t_start
-    report_json = {"command": cmd, "args": asdict(cfg), "max_new_tokens": max_new_tokens, **report,
-                   "seconds": seconds}
+    report_json = {"command": cmd, "args": asdict(cfg), "settings": settings, "max_new_tokens": max_new_tokens,
+                   **report, "seconds": seconds}
     write_json(out / "report.json", jsonable(report_json))
+    summary = [f"Settings: accuracy {settings['accuracy']} on {settings['n_eval']} problems "
+               f"({settings['problems']}), budget {max_new_tokens} tokens"
+               + (f"; probe {settings['probe']}" if "probe" in settings else "") + "."] + summary
     text = f"# analyze.py {cmd}\n\n" + "\n".join(f"- {line}" for line in summary) + "\n"
     (out / "summary.md").write_text(text)
     log(text + f"\n{seconds:.0f}s; report in {out / 'report.json'}")

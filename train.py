@@ -7,8 +7,8 @@ with the held-out accuracy before and after RL.
     python train.py                                  # quickstart (SFT if needed, then GRPO)
     python train.py --stage=sft                      # only the base model
     python train.py --stage=grpo --reweight=lowprob  # paper 1, training-time reweighting
-    python train.py --stage=grpo --rl_extra=20,20    # paper 2, Eq. 3
-    python train.py --stage=grpo --resume=true       # continue a killed run exactly
+    python train.py --stage=grpo --rl_extra=20,20 --run=rlextra  # paper 2, Eq. 3, beside the quickstart's run
+    python train.py --stage=grpo --resume=true       # continue a stopped run exactly
     python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...
                                                      # a real model (docs/scaling.md)
     torchrun --nproc_per_node=8 train.py ...          # several GPUs (nanorlvr/infra/dist.py)
@@ -32,7 +32,6 @@ from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.infra import dist, precision as prec
 from nanorlvr.infra.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device,
                              rng_state, run_main, secs_str, seed_everything, write_json)
-from nanorlvr.infra.curves import plot_curves
 from nanorlvr.evaluate import evaluate
 from nanorlvr.papers.extrapolate import RLExtra
 from nanorlvr.grpo import GRPOConfig, grpo_update, informative_rollout, micro_batches, packed_rows, rollout
@@ -86,7 +85,9 @@ class TrainConfig:
     n_eval: int = opt(500, "held-out problems for evaluation (the same ones before and after)")
     eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature (0: greedy only)")
     eval_temperature: float = opt(1.0, "temperature of the avg@k samples")
-    eval_every: int = opt(0, "evaluate every this many GRPO steps (0: only at the start and end)")
+    eval_every: int = opt(25, "evaluate every this many GRPO steps too (0: only at the start and end)")
+    eval_every_k: int = opt(0, "samples per problem of the --eval_every evaluations (0: greedy only, which "
+                               "costs little; the first and last use --eval_k)")
     # model (toy, trained from scratch)
     n_layer: int = opt(4, "layers")
     n_embd: int = opt(128, "width")
@@ -167,7 +168,7 @@ class TrainConfig:
                      "n_minibatches", "save_every", "verify_workers", "sample_rounds"):
             need(getattr(self, name) >= 1, name, "must be a positive integer")
         for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup", "eval_k",
-                     "sft_warmup", "overlong_buffer"):
+                     "sft_warmup", "overlong_buffer", "eval_every_k"):
             need(getattr(self, name) >= 0, name, "must be >= 0 (0: see --help)")
         need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
                                                  "with one, every advantage is 0 and nothing is learned)")
@@ -314,10 +315,13 @@ def static_decode(cfg, model):
     return cfg.cuda_graph and next(model.parameters()).is_cuda
 
 
-def run_eval(cfg, model, fmt, test):
-    """evaluate() on this rank's share of the held-out problems, combined over ranks. The completion budget is
-    the rollouts' (--max_new_tokens): a completion the rollouts would truncate is not scored here either."""
-    r = evaluate(model, fmt, test[dist.rank()::dist.world()], k=cfg.eval_k, temperature=cfg.eval_temperature,
+def run_eval(cfg, model, fmt, test, k=None):
+    """evaluate() on this rank's share of the held-out problems, combined over ranks (k samples per problem,
+    default --eval_k). The completion budget is the rollouts' (--max_new_tokens): a completion the rollouts
+    would truncate is not scored here either. Its sampling has its own seeded generator (evaluate's seed): it
+    draws nothing from the global RNG the training reads, so evaluating more often changes no weight."""
+    k = cfg.eval_k if k is None else k
+    r = evaluate(model, fmt, test[dist.rank()::dist.world()], k=k, temperature=cfg.eval_temperature,
                  max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch or 1024,
                  static=static_decode(cfg, model))
     return dist.combine_evals(r)
@@ -328,6 +332,24 @@ def eval_settings(cfg, test):
     questions = hashlib.md5("\n".join(p["question"] for p in test).encode()).hexdigest()
     return {"questions_md5": questions, "k": cfg.eval_k, "temperature": cfg.eval_temperature,
             "max_new_tokens": cfg.max_new_tokens}
+
+
+def summary_path(cfg):
+    """out_dir/summary.json for the default run (bench/ reads it there), out_dir/summary_<run>.json for any
+    other --run, so that two runs of one out_dir never write the same summary."""
+    name = "summary.json" if cfg.run == "grpo" else f"summary_{cfg.run.replace('/', '_')}.json"
+    return Path(cfg.out_dir) / name
+
+
+def refuse_to_overwrite(cfg):
+    """A GRPO run never overwrites another: a run folder that already holds one (or its summary) is refused
+    before any work, unless --resume=true continues it."""
+    run_dir = Path(cfg.out_dir) / cfg.run
+    held = [p.name for p in (run_dir / "metrics.jsonl", run_dir / "trainer_state.pt", summary_path(cfg))
+            if p.exists()] + [p.name for p in sorted(run_dir.glob("step_*"))[:1]]
+    if cfg.stage != "sft" and not cfg.resume and held:
+        raise UsageError(f"--run={cfg.run}: {run_dir} already holds a run ({', '.join(held)}): name a new one "
+                         "with --run=NAME (or another --out_dir), or continue it with --resume=true")
 
 
 def read_json(path):
@@ -401,9 +423,10 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
 # GRPO: batch -> rollout -> update -> log -> (RL-Extra jump) -> eval -> save, step after step
 
 
-def train_grpo(cfg, device, train, test, fmt, precision):
+def train_grpo(cfg, device, train, test, fmt, precision, sft_logged=False):
     """GRPO from the SFT base (or --init_from) into out_dir/run. Returns (the base model's evaluation, the
-    final one (None if halted), the number of real steps)."""
+    final one (None if halted), the number of real steps). sft_logged: the base's evaluation line was just
+    printed by train_sft (it is not repeated)."""
     run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
     run_dir.mkdir(parents=True, exist_ok=True)
     src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, prec.weight_dtype(precision), cfg.init_from or None
@@ -425,7 +448,11 @@ def train_grpo(cfg, device, train, test, fmt, precision):
         r = read_json(Path(src) / "eval.json")
         if not r or r.get("settings") != eval_settings(cfg, test) or "greedy_truncated" not in r:
             r = run_eval(cfg, prec.SamplingCopy(model, precision).get(), fmt, test)
-        log(eval_line("step 0 (base)", r, cfg.eval_k))
+            log(eval_line("step 0 (base)", r, cfg.eval_k))
+        elif sft_logged:  # this process printed that evaluation a moment ago: one line per evaluation
+            log(f"step 0 (base): the SFT base's evaluation above (stored in {Path(src) / 'eval.json'})")
+        else:
+            log(eval_line(f"step 0 (base, stored in {Path(src) / 'eval.json'})", r, cfg.eval_k))
         return r
 
     # resume a killed run exactly where its last checkpoint left it, or start: step 0 saved and evaluated
@@ -477,10 +504,15 @@ def train_grpo(cfg, device, train, test, fmt, precision):
             step += jump
             row["rl_extra_jump_to"] = step
         log_step(row, cfg.steps, prog.eta(step - 1))
-        # evaluation on the held-out problems every --eval_every steps (the final one follows the loop)
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-            row["eval"] = run_eval(cfg, sampler.get(), fmt, test)
-            log(eval_line(f"step {step}", row["eval"], cfg.eval_k))
+        if jump:  # the jumped-over steps have no line of their own: this one says where the weights went
+            log(f"RL-Extra: jump from step {row['step']} to {step} (alpha = {jump}/{m} = {jump / m:.3g}: "
+                f"W + alpha (W - W_{row['step'] - m}); optimizer {cfg.rl_extra_optimizer})")
+        # evaluation on the held-out problems every --eval_every steps (the final one follows the loop); an
+        # RL-Extra jump over a multiple of eval_every evaluates where it lands
+        crossed = cfg.eval_every and (row["step"] - 1) // cfg.eval_every < step // cfg.eval_every
+        if crossed and step < cfg.steps:
+            row["eval"] = run_eval(cfg, sampler.get(), fmt, test, k=cfg.eval_every_k)
+            log(eval_line(f"step {step}", row["eval"], cfg.eval_every_k))
         if main_rank:
             append_jsonl(run_dir / "metrics.jsonl", row)
         # checkpoint: the weights (a Hugging Face directory) and all --resume needs to continue exactly
@@ -494,6 +526,7 @@ def train_grpo(cfg, device, train, test, fmt, precision):
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
     if main_rank:
         append_jsonl(run_dir / "metrics.jsonl", {"step": step, "eval": final_eval})
+        from nanorlvr.infra.curves import plot_curves  # matplotlib: imported only where a plot is drawn
         log(f"training curves in {plot_curves(run_dir)}")
     return base_eval, final_eval, real_steps
 
@@ -503,24 +536,38 @@ def train_grpo(cfg, device, train, test, fmt, precision):
 
 
 def write_summary(cfg, base, final, real_steps, n_eval, seconds):
-    """out_dir/summary.json (bench/ reads its keys) and the before/after table on the console."""
+    """summary_path(cfg) (bench/ reads its keys) and the before/after table on the console."""
     k = cfg.eval_k
     names = ["greedy_acc", "greedy_truncated"] + ([f"avg{k}", f"pass{k}", "truncated"] if k else [])
     # base_* and final_* of every accuracy, and the shares of their samples truncated
     summary = {f"{when}_{name}": r[name] for name in names for when, r in (("base", base), ("final", final))}
     summary.update({"n_eval": n_eval, "steps": cfg.steps, "real_steps": real_steps,
                     "wall_seconds": seconds, "config": vars(cfg)})
-    write_json(Path(cfg.out_dir) / "summary.json", summary)
+    write_json(summary_path(cfg), summary)
     log(f"\n{'':16s}{'base':>8s}{'after RL':>10s}")
     for name in names:
         log(f"{name:16s}{base[name]:8.3f}{final[name]:10.3f}")
-    log(f"wall time {secs_str(seconds)}; summary in {Path(cfg.out_dir) / 'summary.json'}")
+    log(f"wall time {secs_str(seconds)}; summary in {summary_path(cfg)}")
+
+
+def where_stopped(cfg):
+    """The one line of an interrupted run (common.run_main prints it): its last checkpoint and how to go on."""
+    run_dir = Path(cfg.out_dir) / cfg.run
+    saved = ckpt.list_checkpoints(run_dir) if (run_dir / "trainer_state.pt").exists() else []
+    if cfg.stage != "sft" and saved:
+        return (f"stopped; the last checkpoint is step {saved[-1][0]} ({saved[-1][1]}): continue from it with "
+                "the same command and --resume=true")
+    if cfg.stage != "sft" and run_dir.exists() and any(run_dir.iterdir()):
+        return ("stopped before GRPO's first checkpoint after step 0: start it over with the same command and "
+                "--resume=true")
+    return "stopped before GRPO began (the SFT base is saved only once trained): rerun the same command"
 
 
 def main(argv=None):
     cfg = parse_config(TrainConfig, argv, description=__doc__.split("\n\n")[0])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    refuse_to_overwrite(cfg)  # before any work: nothing of an earlier run is touched
     device = dist.init(pick_device(cfg.device))
     try:
         t_start = time.time()
@@ -531,9 +578,11 @@ def main(argv=None):
             if cfg.init_from and cfg.stage == "all":
                 log(f"--init_from: GRPO starts from {cfg.init_from} itself (for SFT first: --stage=sft, then "
                     f"--stage=grpo --init_from={cfg.base_dir})")
-            base, final, real_steps = train_grpo(cfg, device, train, test, fmt, precision)
+            base, final, real_steps = train_grpo(cfg, device, train, test, fmt, precision, sft_logged=sft)
             if final is not None and dist.is_main():
                 write_summary(cfg, base, final, real_steps, len(test), time.time() - t_start)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (common.run_main): checkpoints are atomic, nothing half-written
+        raise KeyboardInterrupt(where_stopped(cfg)) from None
     finally:
         dist.shutdown()
 

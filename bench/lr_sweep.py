@@ -60,7 +60,7 @@ def main():
     base = ensure_base(out)
     flags = {lr: [a for a in PAPER if not a.startswith("--lr=")] + [f"--lr={lr:g}"] for lr in lrs}
     run_all([(f"lr{lr:g}", [sys.executable, "train.py", "--stage=grpo", f"--base_dir={base}",
-                            f"--out_dir={out}/lr{lr:g}", f"--seed={args.seed}", *RUN, *flags[lr]]) for lr in lrs
+                            f"--out_dir={out}/lr{lr:g}", f"--seed={args.seed}", *RUN, *flags[lr], "--resume=true"]) for lr in lrs
              if not (out / f"lr{lr:g}" / "summary.json").exists()],  # a rerun trains only what is missing
             args.parallel, out / "logs")
     rows = []

@@ -79,8 +79,9 @@ def train_jobs(out, base, seeds, extra=()):
     jobs = []
 
     def grpo(name, seed, *flags):
+        # --resume=true: a rerun after a crash continues a job's half-done run (train.py refuses to overwrite it)
         jobs.append((name, [PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}",
-                            f"--seed={seed}", *RUN, *flags, *extra]))
+                            f"--seed={seed}", *RUN, *flags, *extra, "--resume=true"]))
     for s in seeds:
         grpo(f"paper/s{s}", s, *PAPER)
         grpo(f"fast/s{s}", s, *FAST)

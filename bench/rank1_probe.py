@@ -50,7 +50,7 @@ def main():
         if not (run / "summary.json").exists():
             jobs.append((f"{v}", ["sh", "-c", f"{PY} train.py --stage=sft --base_dir={base} --threads=1 "
                                   + " ".join(sft) + f" && {PY} train.py --stage=grpo --base_dir={base} "
-                                  f"--out_dir={run} --seed=1 " + " ".join(RUN + PAPER) + f" --steps={steps}"]))
+                                  f"--out_dir={run} --seed=1 --resume=true " + " ".join(RUN + PAPER) + f" --steps={steps}"]))
         pairs.append(("model", f"{v} (step {steps})", ckpt_dir(run / "grpo", 0), ckpt_dir(run / "grpo", steps)))
     run_all(jobs, args.parallel, out / "logs")
     analyses = []

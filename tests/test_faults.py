@@ -284,3 +284,26 @@ def test_a_truncated_but_matching_response_gets_reward_0(monkeypatch):
     assert roll.rewards.tolist() == [1.0, 0.0]
     texts = [ToyFormat(enc).decode(c) for c in roll.completions]
     assert reward(texts, ["16", "16"]) == [True, True]  # the same texts, truncation unknown
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_ends_a_run_with_one_line_naming_its_checkpoint_and_resume(base, tmp_path, sig):
+    argv = [*TINY, "--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={tmp_path}",
+            "--steps=50", "--save_every=2"]
+    p = subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in p.stdout:
+        if line.startswith("step    3/"):  # checkpoints at steps 0 and 2 are on disk, step 4's is not
+            break
+    workers = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()  # the verifier's processes
+    p.send_signal(sig)
+    rest, err = p.communicate(timeout=120)
+    assert workers and p.returncode == 130, err
+    last, path = ckpt.list_checkpoints(tmp_path / "grpo")[-1]  # step 2, or 4 if it was written meanwhile
+    assert "Traceback" not in err and err.strip().splitlines() == [
+        f"interrupted: stopped; the last checkpoint is step {last} ({path}): continue from it with the same "
+        "command and --resume=true"], err
+    for pid in workers:  # gone (or a zombie waiting for init to reap it), not left running
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "\nState:\tZ" in status.read_text()
+    assert not list((tmp_path / "grpo").glob("*.tmp"))  # nothing half-written left in place of a checkpoint

@@ -78,3 +78,20 @@ def test_no_import_cycle_in_the_package():
 def test_the_package_imports_no_script():
     for p in package_files():
         assert not {m.split(".")[0] for m in imports_of(p)} & SCRIPTS, p.name
+
+
+def test_help_and_a_usage_error_import_no_matplotlib():
+    # plotting is imported only where a plot is drawn: --help and a one-line error do not pay for it (~2 s).
+    # One child process runs each command in turn (torch is imported once) and says if matplotlib came in.
+    import subprocess
+    import sys
+    runs = [("train.py", ["--help"]), ("train.py", ["--steps=0"]), ("analyze.py", ["dlogp", "--help"]),
+            ("sample.py", ["--help"])]
+    probe = ("import runpy, sys\n"
+             f"for script, args in {runs!r}:\n"
+             "    sys.argv = [script] + args\n"
+             "    try:\n        runpy.run_path(script, run_name='__main__')\n    except SystemExit:\n        pass\n"
+             "    print(script, args, 'matplotlib' in sys.modules, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=PKG.parent, capture_output=True, text=True)
+    lines = [line for line in r.stderr.splitlines() if line.endswith((" True", " False"))]
+    assert len(lines) == len(runs) and all(line.endswith("False") for line in lines), r.stderr

@@ -10,7 +10,8 @@ import torch
 import analyze
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.papers.report import load_sd
-from nanorlvr.papers.paper1_direction import ratio_to_reach, thresholds_for_ratios
+from nanorlvr.papers.paper1_direction import (compare_populations, ratio_to_reach, replacement_verdict,
+                                            separation_verdict, thresholds_for_ratios)
 from nanorlvr.papers.paper2_linearity import run_extrapolate, weight_linearity
 from nanorlvr.papers.paper3_alpharl import alpharl_model, rank_k_model
 from nanorlvr.papers.extrapolate import is_update_matrix
@@ -183,6 +184,30 @@ def test_dlogp_subcommand(tmp_path):
     for pts in sweep.values():
         assert all(0 <= p["ratio"] <= 1 for p in pts)
     assert sweep["dlogp"][1]["ratio"] > sweep["dlogp"][0]["ratio"]  # a looser gate replaces more
+    # the settings the figures depend on, in report.json and in summary.md's first line
+    assert rep["settings"]["accuracy"] == "avg@2 at T = 1" and rep["settings"]["n_eval"] == 3
+    assert "Settings: accuracy avg@2 at T = 1 on 3 problems" in (tmp_path / "d" / "summary.md").read_text()
+
+
+def test_the_separation_verdict_follows_the_figures_when_kl_separates_better_than_dlogp():
+    # hand-made token metrics: on RL text KL is shifted far up, dlogp not at all -> KL's AUC is 1, dlogp's 0.5
+    torch.manual_seed(0)
+    same = torch.randn(400)
+    base_gen = {"dlogp": same, "kl": torch.rand(400), "entropy_base": same, "entropy_rl": same}
+    rl_gen = {"dlogp": same.flip(0), "kl": torch.rand(400) + 5, "entropy_base": same.flip(0), "entropy_rl": same.flip(0)}
+    sep = compare_populations(base_gen, rl_gen)
+    assert sep["kl"]["separation"] == pytest.approx(1.0) and sep["dlogp"]["separation"] == pytest.approx(0.0)
+    verdict = separation_verdict(sep)
+    assert verdict.startswith("kl separates them better than dlogp") and "unlike Paper 1" in verdict
+    rl_gen["dlogp"] = same + 10  # now dlogp separates perfectly too, and KL less
+    rl_gen["kl"] = torch.rand(400) + 0.5
+    assert separation_verdict(compare_populations(base_gen, rl_gen)).startswith("dlogp separates them best")
+
+
+def test_the_replacement_verdict_names_the_gate_with_the_smallest_ratio():
+    assert "unlike Paper 1" in replacement_verdict({"dlogp": 0.2, "kl": 0.05, "random": None})
+    assert replacement_verdict({"dlogp": 0.03, "kl": 0.05}) == "dlogp needs the fewest replaced tokens, as in Paper 1."
+    assert replacement_verdict({"dlogp": None, "kl": None}).startswith("No gate")
 
 
 def test_alpharl_norm_ratio_pools_top_singular_values_over_frobenius_norms_unlike_the_energy_share():

@@ -262,7 +262,7 @@ def test_unknown_flags_and_bad_values(broken):
 
 def test_subcommands_parse_into_their_own_dataclass():
     cfg = parse_config(analyze.COMMANDS, ["rank1", "--base=a", "--rl=b", "--rank=2", "--k=0"])
-    assert type(cfg) is analyze.Rank1 and (cfg.base, cfg.rl, cfg.rank, cfg.k, cfg.n_eval) == ("a", "b", 2, 0, 500)
+    assert type(cfg) is analyze.Rank1 and (cfg.base, cfg.rl, cfg.rank, cfg.k, cfg.n_eval) == ("a", "b", 2, 0, 1000)
     with pytest.raises(UsageError, match="unrecognized arguments: --rank=2"):  # rank1's flag, not alpharl's
         parse_config(analyze.COMMANDS, ["alpharl", "--run=r", "--rank=2"])
 

@@ -148,3 +148,52 @@ def test_eval_k_zero_evaluates_greedy_only(base, tmp_path):
     grpo(base, tmp_path, "--steps=1", "--save_every=1", "--eval_k=0")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert 0 <= summary["final_greedy_acc"] <= 1 and not any(k.startswith(("base_avg", "final_avg")) for k in summary)
+
+
+def test_sft_then_grpo_prints_one_line_per_evaluation(tmp_path, capsys):
+    # --stage=all: the SFT base's evaluation is GRPO's step 0 (reused): its figures are printed once
+    train.main(TINY + ["--stage=all", "--sft_steps=5", f"--data_dir={tmp_path}/data", f"--base_dir={tmp_path}/base",
+                       f"--out_dir={tmp_path}", "--steps=4", "--eval_every=2", "--save_every=4"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "greedy " in line]
+    assert [line.split(":")[0] for line in lines] == ["SFT base", "step 2", "step 4 (final)"], lines
+    assert "avg@2" not in lines[1] and "avg@2" in lines[2]  # along the run greedy only (--eval_every_k=0)
+
+
+def test_evaluation_draws_nothing_from_the_global_rngs():
+    # evaluations along the run must not move the training's random streams (the weights stay bit-identical)
+    import random
+    import numpy as np
+    from nanorlvr.evaluate import evaluate
+    from nanorlvr.prompts import ToyFormat
+    from nanorlvr.tokenizer import toy_tokenizer
+    fmt = ToyFormat(toy_tokenizer())
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=fmt.enc.n_vocab, n_layer=1, n_embd=32, n_head=2, n_kv_head=2, max_seq_len=64))
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    evaluate(model, fmt, [{"question": "1+2", "answer": "3"}, {"question": "4*2", "answer": "8"}], k=2,
+             max_new_tokens=8)
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+    assert (np.random.get_state()[1] == before[2]).all()
+
+
+def test_a_second_run_into_the_same_run_folder_is_refused_and_touches_nothing(base, tmp_path):
+    grpo(base, tmp_path, "--steps=2", "--save_every=2")
+    files = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    with pytest.raises(train.UsageError, match=r"--run=grpo: .* already holds a run .*--run=NAME.*--resume=true"):
+        grpo(base, tmp_path, "--steps=3", "--save_every=2")
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == files
+    grpo(base, tmp_path, "--steps=2", "--save_every=2", "--run=second")  # another name: its own folder, summary
+    assert (tmp_path / "second" / "step_000002").is_dir() and (tmp_path / "summary_second.json").is_file()
+    assert all(p.read_bytes() == b for p, b in files.items())
+
+
+def test_curves_draw_greedy_only_evaluations_and_break_at_jumps(tmp_path):
+    from nanorlvr.infra.curves import plot_curves, segments
+    rows = [{"step": 0, "eval": {"greedy_acc": 0.2, "avg8": 0.1}}]
+    rows += [{"step": s, "reward": 0.1 * s, "len": 10, "entropy": 0.2, "zero_var_frac": 0.3} for s in (1, 2)]
+    rows[-1].update(rl_extra_jump_to=4, eval={"greedy_acc": 0.3})  # a greedy-only evaluation where it landed
+    rows += [{"step": 5, "reward": 0.5, "len": 10}, {"step": 5, "eval": {"greedy_acc": 0.4, "avg8": 0.3}}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot_curves(tmp_path).read_bytes().startswith(b"\x89PNG")
+    xs, ys = segments([1, 2, 5], [0.1, 0.2, 0.5], [(2, 4)])
+    assert xs[:2] == [1, 2] and xs[3:] == [5] and xs[2] != xs[2]  # nan between the two sides of the jump

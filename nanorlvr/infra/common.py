@@ -11,7 +11,9 @@ import dataclasses
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -23,13 +25,24 @@ class UsageError(Exception):
     """A mistake in the user's input, reported as one line without a traceback (see run_main)."""
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: finally blocks and atexit run (workers killed)
+
+
 def run_main(main, *args):
-    """Call main(*args); a UsageError becomes `error: ...` on stderr and exit status 2."""
+    """Call main(*args); a UsageError becomes `error: ...` on stderr and exit status 2. Ctrl-C and SIGTERM
+    become one line `interrupted: ...` (what main put in its KeyboardInterrupt: where the run stopped, how
+    to continue) and exit status 130, without a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(*args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 class _Parser(argparse.ArgumentParser):

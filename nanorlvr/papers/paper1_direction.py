@@ -12,13 +12,14 @@ Paper 1, "On the Direction of RLVR Updates for LLM Reasoning: Identification and
 The statistics are papers/stats.py's; the lock-step decoding is papers/lockstep.py's (sample.py's test-time extrapolation
 uses it too). Paper 1's training-time reweighting is grpo_loss.token_weights (train.py --reweight).
 """
+import time
 from pathlib import Path
 
 import torch
 
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.papers.report import num_str, plot_hist, plot_lines
-from nanorlvr.infra.common import Progress, log
+from nanorlvr.infra.common import log, secs_str
 from nanorlvr.engine import generate
 from nanorlvr.papers.lockstep import GATES, lockstep_generate_fn, replacement_ratio
 from nanorlvr.logprobs import pack
@@ -84,6 +85,30 @@ def compare_populations(m_base_gen, m_rl_gen):
                      "mean_rl_gen": a.double().mean().item(), "mean_base_gen": b.double().mean().item()}
     return out
 
+def separation_verdict(sep):
+    """The summary's sentence on which metric tells RL- from base-generated text, read off the figures of
+    compare_populations (separation = 2 |AUC - 0.5|), never assumed: Paper 1 finds that only dlogp does."""
+    best = max(METRICS, key=lambda n: sep[n]["separation"])
+    figures = ", ".join(f"{n} {sep[n]['separation']:.3f}" for n in METRICS)
+    if best == "dlogp":
+        return f"dlogp separates them best (2 |AUC - 0.5|: {figures}), as in Paper 1 (only dlogp separates them)."
+    return (f"{best} separates them better than dlogp (2 |AUC - 0.5|: {figures}), unlike Paper 1 (only dlogp "
+            "separates them).")
+
+
+def replacement_verdict(reach):
+    """The sentence on which gate recovers 90% of the gap with the fewest replaced tokens (None: never)."""
+    reached = {c: r for c, r in reach.items() if r is not None}
+    if not reached:
+        return "No gate reaches 90% of the gap in this sweep."
+    best = min(reached, key=reached.get)
+    if best == "dlogp":
+        return "dlogp needs the fewest replaced tokens, as in Paper 1."
+    if "dlogp" not in reach:
+        return f"{best} needs the fewest replaced tokens (dlogp not swept)."
+    return (f"{best} needs fewer replaced tokens than dlogp ({num_str(reached[best])} vs "
+            f"{num_str(reach['dlogp'])}), unlike Paper 1.")
+
 # -----------------------------------------------------------------------------
 # 2. token replacement sweep
 
@@ -115,11 +140,13 @@ def ratio_to_reach(ratios, accs, acc_base, acc_rl, share=0.9):
 
 # Paper 1 (arXiv 2603.22117), token replacement: the base leads; where the gate fires (dlogp <= tau, KL or
 # entropy >= tau, random) the token is re-sampled from pi_RL
-def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0):
+def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, stop_ids, top_p=1.0, costs=None):
     """{criterion: [{"tau", "ratio", "acc", "eval"}]} for each (criterion, tau) in taus. ratio: the
-    evaluation's lockstep.replacement_ratio (over the avg@k samples, or the greedy pass when k = 0)."""
+    evaluation's lockstep.replacement_ratio (over the avg@k samples, or the greedy pass when k = 0).
+    costs: {criterion: [expected work of each tau]} for the ETA (default: all alike)."""
     jobs = [(c, tau) for c, ts in taus.items() for tau in ts]
-    out, prog = {c: [] for c in taus}, Progress(len(jobs))
+    units = [u for c, ts in taus.items() for u in (costs or {}).get(c, [1.0] * len(ts))]
+    out, t0 = {c: [] for c in taus}, time.time()
     for i, (criterion, tau) in enumerate(jobs):
         calls = []
         fn = lockstep_generate_fn(model_base, model_rl, "dlogp", 0.0, max_new_tokens=max_new_tokens,
@@ -127,7 +154,8 @@ def replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, s
         r = evaluate_fn(model_base, generate_fn=fn)
         ratio = replacement_ratio(calls)
         out[criterion].append({"tau": tau, "ratio": ratio, "acc": r["acc"], "eval": r})
-        log(f"replace {criterion:8s} tau {tau:+.4f}: ratio {ratio:.3f} acc {r['acc']:.3f}; eta {prog.eta(i)}")
+        eta = (time.time() - t0) / sum(units[:i + 1]) * sum(units[i + 1:])
+        log(f"replace {criterion:8s} tau {tau:+.4f}: ratio {ratio:.3f} acc {r['acc']:.3f}; eta {secs_str(eta)}")
     return out
 
 
@@ -138,10 +166,11 @@ def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ra
     model_base = ckpt.load_model(base_path, device).eval()
     model_rl = ckpt.load_model(rl_path, device).eval()
     log(f"dlogp: sampling {len(probe)} x {samples} responses from each model, scoring with both ...")
-    m = {}
+    m, mean_len = {}, {}
     for who, model in (("base_gen", model_base), ("rl_gen", model_rl)):
         prompts, completions = sample_responses(model, fmt, probe, samples, max_new_tokens, temperature, top_p, seed)
         m[who] = pair_token_metrics(model_base, model_rl, prompts, completions, batch_size)
+        mean_len[who] = sum(map(len, completions)) / max(1, len(completions))
     both = torch.cat([m["base_gen"]["dlogp"], m["rl_gen"]["dlogp"]])
     report = {"base": str(base_path), "rl": str(rl_path), "tokens": {w: len(v["dlogp"]) for w, v in m.items()},
               "separability": compare_populations(m["base_gen"], m["rl_gen"]),
@@ -155,7 +184,7 @@ def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ra
     summary = [f"Tokens scored: {report['tokens']['base_gen']} base-generated, {report['tokens']['rl_gen']} RL-generated.",
                "AUC (RL- vs base-generated) / histogram overlap: " + ", ".join(
                    f"{n} {sep[n]['auc_rl_vs_base']:.3f} / {sep[n]['overlap']:.3f}" for n in METRICS)
-               + ". Paper 1: only dlogp separates them.",
+               + ". " + separation_verdict(sep),
                "Sparsity, share of tokens with |dlogp| > t: " + ", ".join(
                    f"{t}: {num_str(report['sparsity']['all'][f'abs_gt_{t}'])}" for t in SPARSITY_THRESHOLDS) + "."]
     if not ratios:
@@ -164,7 +193,13 @@ def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ra
     log("token replacement: base and RL references ...")
     r_base, r_rl = evaluate_fn(model_base), evaluate_fn(model_rl)
     taus = {c: thresholds_for_ratios(c, ratios, m["base_gen"]) for c in criteria}
-    sweep = replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, fmt.stop_ids, top_p)
+    # the ETA counts expected tokens, not evaluations: a job decodes the longer RL-like text the more it
+    # replaces, so a criterion's first, low-ratio jobs are quicker than its last. A rough model: the length
+    # moves from the base's to the RL model's as the ratio goes to 0.2 (where the dlogp gate's accuracy
+    # reaches the RL model's on the toy)
+    lb, lr = mean_len["base_gen"], mean_len["rl_gen"]
+    costs = {c: [lb + min(1.0, r / 0.2) * (lr - lb) for r in ratios] for c in criteria}
+    sweep = replacement_sweep(model_base, model_rl, evaluate_fn, taus, max_new_tokens, fmt.stop_ids, top_p, costs)
     reach = {c: ratio_to_reach([p["ratio"] for p in pts], [p["acc"] for p in pts], r_base["acc"], r_rl["acc"])
              for c, pts in sweep.items()}
     report["replacement"] = {"acc_base": r_base["acc"], "acc_rl": r_rl["acc"], "target_ratios": list(ratios),
@@ -176,5 +211,5 @@ def run_dlogp(base_path, rl_path, out, fmt, probe, evaluate_fn, *, samples=4, ra
                {"RL model": r_rl["acc"], "base model": r_base["acc"]})
     summary += [f"Replacement: base {num_str(r_base['acc'])}, RL {num_str(r_rl['acc'])}. Smallest replacement ratio reaching "
                 "90% of the gap: " + ", ".join(f"{c} {num_str(reach[c])}" for c in criteria)
-                + " (Paper 1: dlogp ~0.05, KL ~0.14, entropy ~0.19, random never)."]
+                + " (Paper 1: dlogp ~0.05, KL ~0.14, entropy ~0.19, random never). " + replacement_verdict(reach)]
     return report, summary

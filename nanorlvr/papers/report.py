@@ -10,13 +10,19 @@ import math
 import re
 import resource
 
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from nanorlvr.infra import checkpoint as ckpt  # noqa: E402
-from nanorlvr.papers.extrapolate import is_norm  # noqa: E402
+from nanorlvr.infra import checkpoint as ckpt
+from nanorlvr.papers.extrapolate import is_norm
+
+
+def pyplot():
+    """matplotlib's pyplot (file output only), imported where a plot is drawn: importing it costs ~2 s,
+    which a script's --help or a usage error should not pay."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def gain_share(acc, acc_base, acc_ref):
@@ -68,6 +74,7 @@ def plot_hist(path, series, title, xlabel, bins=50, range=None, logy=False):
     xs = [x.double() for x in series.values() if len(x)]
     lo, hi = range or ((min(x.min().item() for x in xs), max(x.max().item() for x in xs)) if xs else (0, 1))
     edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).numpy()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, x in series.items():
         if len(x):
@@ -84,6 +91,7 @@ def plot_hist(path, series, title, xlabel, bins=50, range=None, logy=False):
 
 def plot_lines(path, series, title, xlabel, ylabel, hlines=None):
     """One line per {label: (xs, ys)}, with dashed horizontal reference lines {label: y}."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
