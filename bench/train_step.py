@@ -79,7 +79,6 @@ def main():
     model = GPT(mcfg).to(device=device, dtype=precision.weight_dtype(args.precision))
     sampler = precision.SamplingCopy(model, args.precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     prompts = torch.randint(0, mcfg.vocab_size, (args.rows, args.prompt_len)).tolist()
 
     def peak():
@@ -115,10 +114,10 @@ def main():
         model.grad_ckpt = ck
         opt.zero_grad(set_to_none=True)
         try:
-            grpo_update(model, opt, sched, roll, cfg, autocast=ctx)  # warm-up (and the AdamW states)
+            grpo_update(model, opt, roll, cfg, autocast=ctx)  # warm-up (and the AdamW states)
             reset()
             t = time.time()
-            stats = grpo_update(model, opt, sched, roll, cfg, autocast=ctx)
+            stats = grpo_update(model, opt, roll, cfg, autocast=ctx)
             sync()
             s = time.time() - t
         except torch.OutOfMemoryError:

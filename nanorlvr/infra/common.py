@@ -110,7 +110,7 @@ def field_problems(cfg):
         v, bounds, pattern = getattr(cfg, f.name), f.metadata.get("bounds"), f.metadata.get("pattern")
         if bounds and not _within(float(v), bounds):
             what = _bounds_text(bounds, type(v))
-            out.append(f"--{f.name}={v}: must be {what}" + ("" if type(v) is int else " (a finite number)"))
+            out.append(f"--{f.name}={v}: must be {what if type(v) is int else 'a finite number ' + what}")
         if pattern and not re.fullmatch(pattern[0], v):
             out.append(f"--{f.name}={v}: must be {pattern[1]}")
     return out
