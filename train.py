@@ -373,8 +373,7 @@ def train_grpo(cfg, device, train, test, fmt, precision):
     # the KL term's reference: the starting weights, frozen (loaded only if --kl_coef uses it)
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = ckpt.load_model(src, device=device, dtype=ref_dtype).eval() if cfg.kl_coef > 0 else None
-
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)  # its lr: set from the step count, each step
 
     def evaluate_base(model):  # the SFT stage's evaluation if it has these settings (and a truncated share)
         r = read_json(Path(src) / "eval.json")

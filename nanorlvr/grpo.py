@@ -38,7 +38,7 @@ from nanorlvr.verifier import reward
 
 @dataclass
 class GRPOConfig:
-    """Everything grpo_update reads."""
+    """The settings of one GRPO step: everything grpo_update reads."""
     group_size: int = opt(8, "G: samples per prompt (advantages compare the samples of a group: with one, "
                              "every advantage is 0 and nothing is learned)", ge=2)
     max_new_tokens: int = opt(48, "completion budget of rollouts and evaluations alike (longer ones are "
@@ -188,8 +188,8 @@ def grpo_update(model, optimizer, roll: Rollout, cfg: GRPOConfig, ref_model=None
     # the old (and reference) log-probs of the kept rows' tokens, and paper 1's token weights
     rows = TrainRows.build(model, ref_model, roll, keep.nonzero().squeeze(-1), adv, cfg, ctx)
     steps, probe = StepStats(), MismatchProbe(cfg.top_p >= 1.0)
-    n_steps = cfg.mu * cfg.n_minibatches
-    for epoch in range(cfg.mu):
+    n_steps = cfg.mu * min(cfg.n_minibatches, int(dist.sum_(rows.n)))  # optimizer steps, if none skipped
+    for _ in range(cfg.mu):  # mu passes over the batch, each cut into minibatches (one optimizer step each)
         for mb, norm in minibatches(rows.n, cfg.n_minibatches, full_norm):
             # one optimizer step: the gradient of this minibatch's clipped loss (sum / norm), accumulated
             # over its micro-batches

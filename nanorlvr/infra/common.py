@@ -118,18 +118,26 @@ def field_problems(cfg):
 
 def _add_fields(p, cls):
     """One --flag per field of the dataclass `cls` (type from its default; help, choices and bounds from its
-    metadata)."""
+    metadata). --help lists the class's own fields first, then each base class's under its docstring."""
+    own = cls.__dict__.get("__annotations__", {})
+    groups = {}
+    for base in cls.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            doc = (base.__doc__ or "").strip().split("\n")[0].rstrip(".")
+            groups.setdefault(base, p.add_argument_group(f"flags of {base.__name__} ({doc})"))
     for f in dataclasses.fields(cls):
+        owner = p if f.name in own else next(g for b, g in groups.items() if f.name in b.__dict__.get(
+            "__annotations__", {}))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kind = type(default) if default is not None else str
         help, bounds = f.metadata.get("help", ""), f.metadata.get("bounds")
         if bounds:
             help += f" [{_bounds_text(bounds, kind)}]"
         if kind is bool:
-            p.add_argument(f"--{f.name}", type=parse_bool, default=default, help=help, metavar="BOOL")
+            owner.add_argument(f"--{f.name}", type=parse_bool, default=default, help=help, metavar="BOOL")
         else:
-            p.add_argument(f"--{f.name}", type=kind, default=default, help=help,
-                           choices=f.metadata.get("choices"))
+            owner.add_argument(f"--{f.name}", type=kind, default=default, help=help,
+                               choices=f.metadata.get("choices"))
 
 
 def parse_config(cls, argv=None, description=None):
