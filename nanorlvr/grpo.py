@@ -188,7 +188,7 @@ def grpo_update(model, optimizer, roll: Rollout, cfg: GRPOConfig, ref_model=None
     # the old (and reference) log-probs of the kept rows' tokens, and paper 1's token weights
     rows = TrainRows.build(model, ref_model, roll, keep.nonzero().squeeze(-1), adv, cfg, ctx)
     steps, probe = StepStats(), MismatchProbe(cfg.top_p >= 1.0)
-    n_steps = cfg.mu * min(cfg.n_minibatches, int(dist.sum_(rows.n)))  # optimizer steps, if none skipped
+    n_steps = cfg.mu * min(cfg.n_minibatches, int(dist.max_(rows.n)))  # optimizer steps, if none skipped
     for _ in range(cfg.mu):  # mu passes over the batch, each cut into minibatches (one optimizer step each)
         for mb, norm in minibatches(rows.n, cfg.n_minibatches, full_norm):
             # one optimizer step: the gradient of this minibatch's clipped loss (sum / norm), accumulated
