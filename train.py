@@ -8,6 +8,7 @@ with the held-out accuracy before and after RL.
     python train.py --stage=sft                      # only the base model
     python train.py --stage=grpo --reweight=lowprob  # paper 1, training-time reweighting
     python train.py --stage=grpo --rl_extra=20,20 --run=rlextra  # paper 2, Eq. 3, beside the quickstart's run
+    python train.py --stage=grpo --lora_rank=1 --lr=3e-4 --run=lora1  # LoRA rank 1 (nanorlvr/lora.py)
     python train.py --stage=grpo --resume=true       # continue a stopped run exactly
     python train.py --stage=grpo --init_from=Qwen2.5-0.5B-Instruct --data=data/gsm8k/train.jsonl ...
                                                      # a real model (docs/scaling.md)
@@ -19,8 +20,6 @@ GRPO step is nanorlvr/grpo.py (rollout, grpo_update) and its maths nanorlvr/grpo
 import hashlib
 import json
 import math
-import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ import torch
 from nanorlvr import lora
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.infra import dist, precision as prec
-from nanorlvr.infra.common import (Progress, UsageError, append_jsonl, log, opt, parse_config, pick_device,
-                             rng_state, run_main, secs_str, seed_everything, write_json)
+from nanorlvr.infra.common import (Progress, UsageError, append_jsonl, check_each, log, opt, parse_config,
+                                   pick_device, rng_state, run_main, secs_str, seed_everything, write_json)
 from nanorlvr.evaluate import evaluate
 from nanorlvr.papers.extrapolate import RLExtra
 from nanorlvr.grpo import GRPOConfig, grpo_update, informative_rollout, micro_batches, packed_rows, rollout
@@ -44,18 +43,25 @@ from nanorlvr.tasks import TaskConfig, ensure_toy_data, load_jsonl, step_batch
 from nanorlvr.tokenizer import toy_tokenizer
 
 # -----------------------------------------------------------------------------
-# config: every flag, with a laptop-safe default, checked before anything runs
+# config: every flag, with a laptop-safe default and the values it allows, checked before anything runs.
+# The GRPO step's own settings (group size, clipping, loss aggregation, ...) are grpo.GRPOConfig's fields,
+# declared there once: TrainConfig extends it.
+
+NON_EMPTY = (r"(?s).*\S.*", "non-empty")
 
 
 @dataclass
-class TrainConfig:
-    stage: str = opt("all", "sft | grpo | all (SFT the base if it is missing, then GRPO)")
-    out_dir: str = opt("out", "where runs are written")
-    base_dir: str = opt("out/base", "the SFT base model (written by --stage=sft, read by grpo)")
-    run: str = opt("grpo", "name of the GRPO run folder under out_dir")
-    device: str = opt("auto", "auto | cpu | cuda | mps")
-    seed: int = opt(1337, "seed of everything")
-    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+class TrainConfig(GRPOConfig):
+    stage: str = opt("all", "sft, grpo, or all (SFT the base if it is missing, then GRPO)",
+                     choices=("sft", "grpo", "all"))
+    out_dir: str = opt("out", "where runs are written", pattern=NON_EMPTY)
+    base_dir: str = opt("out/base", "the SFT base model (written by --stage=sft, read by grpo)",
+                        pattern=NON_EMPTY)
+    run: str = opt("grpo", "name of the GRPO run folder under out_dir", pattern=NON_EMPTY)
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps",
+                      pattern=(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps"))
+    seed: int = opt(1337, "seed of everything", ge=0, lt=2 ** 32)
+    threads: int = opt(0, "torch CPU threads (0: torch's default)", ge=0)
     # a real model and data set, and what it takes to train one (docs/scaling.md)
     init_from: str = opt("", "local HF checkpoint dir (Qwen2/3, Llama, GPT-2) to start from instead of "
                              "the toy model")
@@ -65,179 +71,120 @@ class TrainConfig:
                              "held out)")
     system_prompt: str = opt(SYSTEM_PROMPT, "system message of the chat prompt (with --init_from; "
                                             "empty: none)")
-    chat_style: str = opt("auto", "auto | qwen | llama3: chat template (auto: from the tokenizer's special "
-                                  "tokens)")
-    precision: str = opt("auto", "auto | fp32 | bf16-mixed | bf16 (auto: bf16-mixed on CUDA, else fp32; "
-                                 "infra/precision.py)")
+    chat_style: str = opt("auto", "chat template (auto: from the tokenizer's special tokens)",
+                          choices=("auto", "qwen", "llama3"))
+    precision: str = opt("auto", "auto: bf16-mixed on CUDA, else fp32 (infra/precision.py)",
+                         choices=("auto", "fp32", "bf16-mixed", "bf16"))
     grad_ckpt: bool = opt(False, "gradient checkpointing: recompute each block in the backward (less memory)")
-    micro_batch: int = opt(0, "rows per forward/backward, gradients accumulated (0: a whole minibatch "
-                              "at once)")
     cuda_graph: bool = opt(True, "on CUDA, rollouts and evaluation decode one CUDA graph per token (engine "
                                  "static mode)")
-    gen_batch: int = opt(0, "rows per generate call in rollouts and evaluation (0: all; evaluation 1024)")
+    gen_batch: int = opt(0, "rows per generate call in rollouts and evaluation (0: all; evaluation 1024)",
+                         ge=0)
     # data and evaluation
-    data_dir: str = opt("data", "where the toy task's jsonl files are generated")
-    n_ops: int = opt(2, "toy task: operations per problem")
-    max_num: int = opt(10, "toy task: operands are 1..max_num")
-    p_direct: float = opt(0.5, "toy task: share of SFT solutions that give only the answer, no working")
-    n_train: int = opt(8000, "toy task: training problems")
-    n_test: int = opt(1000, "toy task: held-out problems written (evaluation uses the first n_eval)")
-    n_eval: int = opt(500, "held-out problems for evaluation (the same ones before and after)")
-    eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature (0: greedy only)")
-    eval_temperature: float = opt(1.0, "temperature of the avg@k samples")
-    eval_every: int = opt(25, "evaluate every this many GRPO steps too (0: only at the start and end)")
+    data_dir: str = opt("data", "where the toy task's jsonl files are generated", pattern=NON_EMPTY)
+    n_ops: int = opt(2, "toy task: operations per problem", ge=1)
+    max_num: int = opt(10, "toy task: operands are 1..max_num", ge=1)
+    p_direct: float = opt(0.5, "toy task: share of SFT solutions that give only the answer, no working",
+                          ge=0, le=1)
+    n_train: int = opt(8000, "toy task: training problems", ge=1)
+    n_test: int = opt(1000, "toy task: held-out problems written (evaluation uses the first n_eval)", ge=0)
+    n_eval: int = opt(500, "held-out problems for evaluation (the same ones before and after)", ge=1)
+    eval_k: int = opt(8, "samples per problem for avg@k / pass@k at eval_temperature (0: greedy only)", ge=0)
+    eval_temperature: float = opt(1.0, "temperature of the avg@k samples", ge=0)
+    eval_every: int = opt(25, "evaluate every this many GRPO steps too (0: only at the start and end)", ge=0)
     eval_every_k: int = opt(0, "samples per problem of the --eval_every evaluations (0: greedy only, which "
-                               "costs little; the first and last use --eval_k)")
+                               "costs little; the first and last use --eval_k)", ge=0)
     # model (toy, trained from scratch)
-    n_layer: int = opt(4, "layers")
-    n_embd: int = opt(128, "width")
-    n_head: int = opt(4, "attention heads")
+    n_layer: int = opt(4, "layers", ge=1)
+    n_embd: int = opt(128, "width", ge=1)
+    n_head: int = opt(4, "attention heads", ge=1)
     # SFT
-    sft_steps: int = opt(600, "SFT optimizer steps")
-    sft_batch: int = opt(64, "SFT batch size (sequences)")
-    sft_lr: float = opt(3e-3, "SFT peak learning rate (AdamW, warmup then cosine)")
-    sft_weight_decay: float = opt(0.1, "SFT AdamW weight decay")
-    sft_warmup: int = opt(30, "SFT linear warmup steps")
-    # GRPO
-    steps: int = opt(150, "GRPO steps (real + RL-Extra virtual steps)")
-    prompts_per_step: int = opt(32, "P: prompts per step")
-    group_size: int = opt(8, "G: samples per prompt")
-    max_new_tokens: int = opt(48, "completion budget of rollouts and evaluations alike (longer ones are "
-                                  "truncated)")
-    temperature: float = opt(1.0, "rollout temperature")
-    top_p: float = opt(1.0, "rollout nucleus (old log-probs are then recomputed on the full distribution)")
-    lr: float = opt(1e-4, "GRPO learning rate (AdamW); 2e-4 made greedy accuracy fall on the toy")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    warmup: int = opt(5, "linear warmup steps")
-    schedule: str = opt("constant", "constant | cosine (after warmup)")
-    mu: int = opt(1, "passes over each step's batch")
-    n_minibatches: int = opt(1, "optimizer steps per pass")
-    eps_low: float = opt(0.2, "PPO clip: 1 - eps_low")
-    eps_high: float = opt(0.28, "PPO clip: 1 + eps_high (DAPO clip-higher)")
-    loss_agg: str = opt("token-mean", "token-mean | seq-mean-token-mean | seq-sum-constant (Dr. GRPO)")
-    scale_std: bool = opt(True, "divide advantages by the group std (False: Dr. GRPO)")
-    kl_coef: float = opt(0.0, "KL(pi || base) coefficient, k3 estimator (0: no reference model)")
-    dynamic_sampling: bool = opt(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and "
-                                        "sample more prompts until P groups remain (or --sample_rounds)")
-    sample_rounds: int = opt(4, "with --dynamic_sampling: at most this many rollouts of P prompts per step")
-    overlong_buffer: int = opt(0, "L > 0: DAPO's soft overlong penalty, 0 to -1 over the budget's last L "
-                                  "tokens, added to the reward")
-    # A sample that hits --max_new_tokens without its end token gave no final answer: it scores 0, in the
-    # reward and in every evaluation (verifier.reward), whatever its last number; the share truncated is
-    # logged beside every accuracy. --mask_truncated decides only whether such rows also get a loss.
-    mask_truncated: bool = opt(True, "no loss on truncated samples (overlong filtering); they score 0 "
-                                     "either way")
-    grad_clip: float = opt(1.0, "max gradient norm")
-    reweight: str = opt("none", "none | lowprob (paper 1: w = 1 + c(1 - p_old)) | dominate "
-                                "(w = 1 - c + c p_old)")
-    reweight_c: float = opt(0.2, "c of the token reweighting")
+    sft_steps: int = opt(600, "SFT optimizer steps", ge=1)
+    sft_batch: int = opt(64, "SFT batch size (sequences)", ge=1)
+    sft_lr: float = opt(3e-3, "SFT peak learning rate (AdamW, warmup then cosine)", gt=0)
+    sft_weight_decay: float = opt(0.1, "SFT AdamW weight decay", ge=0)
+    sft_warmup: int = opt(30, "SFT linear warmup steps", ge=0)
+    # GRPO (the step's own settings: GRPOConfig)
+    steps: int = opt(150, "GRPO steps (real + RL-Extra virtual steps)", ge=1)
+    prompts_per_step: int = opt(32, "P: prompts per step", ge=1)
+    lr: float = opt(1e-4, "GRPO learning rate (AdamW); 2e-4 made greedy accuracy fall on the toy", gt=0)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
+    warmup: int = opt(5, "linear warmup steps", ge=0)
+    schedule: str = opt("constant", "after warmup: constant, or a cosine down to 0.1 of --lr at --steps",
+                        choices=("constant", "cosine"))
+    sample_rounds: int = opt(4, "with --dynamic_sampling: at most this many rollouts of P prompts per step",
+                             ge=1)
     rl_extra: str = opt("", "m,n: paper 2's RL-Extra, m real steps then a jump of n virtual ones "
-                       "(the last jump shortened to end at --steps)")
-    rl_extra_optimizer: str = opt("reset", "reset | keep the optimizer state after each RL-Extra jump")
-    save_every: int = opt(10, "checkpoint every this many steps (and step 0 and the last)")
+                       "(the last jump shortened to end at --steps)",
+                        pattern=(r"|\s*[1-9]\d*\s*,\s*[1-9]\d*\s*", "m,n: two positive integers (m real "
+                                 "steps, then a jump of n virtual ones), or empty"))
+    rl_extra_optimizer: str = opt("reset", "a fresh optimizer after each RL-Extra jump (reset), or the same "
+                                           "(keep); the schedule follows the step count either way",
+                                  choices=("reset", "keep"))
+    save_every: int = opt(10, "checkpoint every this many steps (and step 0 and the last)", ge=1)
     resume: bool = opt(False, "continue the run in out_dir/run from its trainer_state.pt")
-    verify_workers: int = opt(2, "verifier processes")
-    old_logp: str = opt("rollout", "rollout | recompute: old log-probs from the sampler or recomputed by "
-                                   "the training model (verl)")
-    tis_cap: float = opt(0.0, "C > 0: weight each token's loss by min(pi_train / pi_rollout, C) "
-                              "(truncated IS; recomputes)")
+    verify_workers: int = opt(2, "verifier processes", ge=1)
     # LoRA (nanorlvr/lora.py): GRPO trains rank-r adapters, the base frozen; checkpoints hold merged weights
     lora_rank: int = opt(0, "r > 0: GRPO trains rank-r LoRA adapters on the frozen base (0: full fine-tuning); "
-                            "LoRA wants ~10x the full lr")
+                            "LoRA wants ~10x the full lr", ge=0)
     lora_alpha: float = opt(32.0, "LoRA scale alpha / r (alpha fixed across ranks: the best lr hardly depends "
-                                  "on r)")
+                                  "on r)", gt=0)
     lora_targets: str = opt(",".join(lora.TARGETS), "comma-separated linears that get adapters (the "
-                                                    "embedding, norms and head stay frozen)")
+                                                    "embedding, norms and head stay frozen)",
+                            pattern=(r"(%s)(,(%s))*" % ("|".join(lora.TARGETS), "|".join(lora.TARGETS)),
+                                     "a comma-separated subset of " + ",".join(lora.TARGETS)))
 
     def validate(self):
-        """Every flag's allowed values, checked at parse time, before any data is generated or a model
-        loaded: a bad one is one line naming the flag, its value and what is allowed (common.UsageError)."""
+        """The checks that involve several flags (or this machine), after each flag's own (its opt(...),
+        common.parse_config), before any data is generated or a model loaded: each problem named, one line
+        apiece (common.UsageError). The files and folders the flags name are checked by setup."""
+        problems = []
+
         def need(ok, name, allowed):
             if not ok:
-                raise UsageError(f"--{name}={getattr(self, name)}: {allowed}")
-        for name, choices in CHOICES.items():
-            need(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
-        need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device), "device",
-             "must be auto, cpu, cuda, cuda:N or mps")
+                problems.append(f"--{name}={getattr(self, name)}: {allowed}")
         need(not self.device.startswith("cuda") or torch.cuda.is_available(), "device", "no CUDA device here")
         need(self.device != "mps" or torch.backends.mps.is_available(), "device", "no MPS device here")
-        for name, v in vars(self).items():  # nan and inf pass float(); no flag means them
-            need(not isinstance(v, float) or math.isfinite(v), name, "must be a finite number")
-        for name in ("n_ops", "max_num", "n_train", "n_eval", "n_layer", "n_embd", "n_head",
-                     "sft_steps", "sft_batch", "steps", "prompts_per_step", "max_new_tokens", "mu",
-                     "n_minibatches", "save_every", "verify_workers", "sample_rounds"):
-            need(getattr(self, name) >= 1, name, "must be a positive integer")
-        for name in ("threads", "micro_batch", "gen_batch", "n_test", "eval_every", "warmup", "eval_k",
-                     "sft_warmup", "overlong_buffer", "eval_every_k"):
-            need(getattr(self, name) >= 0, name, "must be >= 0 (0: see --help)")
-        need(self.group_size >= 2, "group_size", "must be >= 2 (advantages compare the samples of a group: "
-                                                 "with one, every advantage is 0 and nothing is learned)")
-        need(0 <= self.seed < 2 ** 32, "seed", "must be in [0, 2**32)")
         need(self.overlong_buffer <= self.max_new_tokens, "overlong_buffer",
              "must be at most --max_new_tokens")
         # the toy's head width: even, as rotary embeddings turn pairs of dimensions
         hd = self.n_embd // self.n_head
         need(hd >= 2 and hd % 2 == 0, "n_head",
              f"gives heads of width --n_embd // --n_head = {hd}: must be even, at least 2")
-        need(0 <= self.p_direct <= 1, "p_direct", "must be a probability in [0, 1]")
-        need(0 < self.top_p <= 1, "top_p", "must be in (0, 1] (1: no nucleus)")
-        need(0 <= self.eps_low < 1, "eps_low",
-             "must be in [0, 1) (the ratio is clipped below at 1 - eps_low)")
-        need(0 <= self.reweight_c <= 1, "reweight_c", "must be in [0, 1]")
-        for name in ("sft_lr", "lr", "temperature", "grad_clip"):
-            need(getattr(self, name) > 0, name, "must be > 0")
-        for name in ("eval_temperature", "weight_decay", "sft_weight_decay", "eps_high", "kl_coef"):
-            need(getattr(self, name) >= 0, name, "must be >= 0")
-        for name in ("out_dir", "base_dir", "run", "data_dir"):
-            need(getattr(self, name).strip(), name, "must not be empty")
-        need(not self.rl_extra or re.fullmatch(r"\s*[1-9]\d*\s*,\s*[1-9]\d*\s*", self.rl_extra), "rl_extra",
-             "must be m,n: two positive integers (m real steps, then a jump of n virtual ones), or empty")
-        need(self.lora_rank >= 0, "lora_rank", "must be >= 0 (0: full fine-tuning)")
-        need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
-        targets = self.lora_targets.split(",")
-        need(targets and all(t in lora.TARGETS for t in targets), "lora_targets",
-             f"must be a comma-separated subset of {','.join(lora.TARGETS)}")
+        need(not self.test_data or self.data, "test_data",
+             "needs --data (the toy task brings its own test split)")
         need(not self.lora_rank or self.stage != "sft", "lora_rank", "applies to GRPO (--stage=grpo or all)")
         need(not self.lora_rank or not self.rl_extra, "lora_rank",
              "cannot be combined with --rl_extra (it extrapolates weights, not B A)")
-        need(not self.test_data or self.data, "test_data",
-             "needs --data (the toy task brings its own test split)")
-        for name in ("data", "test_data"):
-            need(not getattr(self, name) or Path(getattr(self, name)).is_file(), name, "no such file")
-        if self.init_from:  # before any tokenizer is read from it
-            ckpt.require_hf_dir(self.init_from, "--init_from")
-        elif self.stage == "grpo" and not (Path(self.base_dir) / "config.json").is_file():
-            raise UsageError(f"--base_dir: no Hugging Face checkpoint at {self.base_dir} (config.json "
-                             "missing): train it with --stage=sft (or --stage=all), or give --init_from")
-
-
-# the tests' way to stop a GRPO run after this many steps of one invocation, as if it were killed (to check
-# that --resume continues it exactly); not a flag, as no user wants it
-HALT_AFTER = "NANORLVR_HALT_AFTER"
-
-# the flags that take one of a few words (checked by TrainConfig.validate)
-CHOICES = {"stage": ("sft", "grpo", "all"), "chat_style": ("auto", "qwen", "llama3"),
-           "precision": ("auto", "fp32", "bf16-mixed", "bf16"), "schedule": ("constant", "cosine"),
-           "loss_agg": ("token-mean", "seq-mean-token-mean", "seq-sum-constant"),
-           "reweight": ("none", "lowprob", "dominate"), "rl_extra_optimizer": ("reset", "keep")}
+        if problems:
+            raise UsageError("\n".join(problems))
 
 
 # -----------------------------------------------------------------------------
 # setup: the optimizer, the data, the model's size, evaluation and what each checkpoint says about itself
 
 
-def make_optimizer(model, lr, weight_decay, warmup, total, schedule):
-    """AdamW and its schedule: linear warmup, then constant or a cosine down to 0.1 of lr."""
+def make_optimizer(model, lr, weight_decay):
+    """AdamW. Its learning rate is set before every step from the step count (lr_factor)."""
     # beta2 0.95 rather than 0.999: the second moment follows the gradient's scale faster (nanoGPT's choice)
-    optimizer = torch.optim.AdamW(lora.trainable(model), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    # (with LoRA only the adapters are trained: lora.trainable is every parameter otherwise)
+    return torch.optim.AdamW(lora.trainable(model), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
 
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        if schedule == "cosine":
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-        return 1.0
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def lr_factor(step, warmup, total, schedule):
+    """The learning rate of step `step` (counted from 0) as a share of the peak: linear warmup, then constant
+    or a cosine down to 0.1 at `total`. A function of the step count alone: a skipped step, a resumed run,
+    an RL-Extra jump (whose virtual steps count) and a fresh optimizer after one all stay on the schedule."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return 1.0
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def toy_task(cfg):
@@ -249,18 +196,51 @@ def toy_model_config(cfg, enc):
                      n_kv_head=cfg.n_head, max_seq_len=128)
 
 
-def load_task(cfg):
-    """(enc, prompt format, train, test): the toy's or --init_from's tokenizer, the toy task or --data."""
+def read_data(cfg):
+    """(train, test) of --data (and --test_data), every line checked (tasks.load_jsonl); None for the toy."""
+    if not cfg.data:
+        return None
+
+    def read(flag):
+        path = getattr(cfg, flag)
+        if not Path(path).is_file():
+            raise UsageError(f"--{flag}={path}: no such file")
+        return load_jsonl(path)
+    train, test = check_each(lambda: read("data"), lambda: read("test_data") if cfg.test_data else None)
+    if cfg.test_data:
+        return train, test[:cfg.n_eval]
+    if len(train) <= cfg.n_eval:
+        raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to "
+                         "hold out that many for evaluation: pass --test_data or a smaller --n_eval")
+    return split_holdout(train, cfg.n_eval, cfg.data)
+
+
+def check_start(cfg):
+    """The model the run starts from is there: --init_from's, or (GRPO alone) the SFT base."""
+    if cfg.init_from:  # before any tokenizer is read from it
+        ckpt.require_hf_dir(cfg.init_from, "--init_from")
+    elif cfg.stage == "grpo" and not (Path(cfg.base_dir) / "config.json").is_file():
+        raise UsageError(f"--base_dir: no Hugging Face checkpoint at {cfg.base_dir} (config.json "
+                         "missing): train it with --stage=sft (or --stage=all), or give --init_from")
+
+
+def check_world(cfg, sft, W):
+    """What torchrun's W ranks need of the flags (W is known only now)."""
+    if W > 1 and sft:
+        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without "
+                         "torchrun first")
+    if cfg.prompts_per_step % W:
+        raise UsageError(f"--prompts_per_step={cfg.prompts_per_step}: must be a multiple of the {W} ranks "
+                         "(each rank takes whole prompt groups)")
+
+
+def load_task(cfg, data):
+    """(enc, prompt format, train, test): the toy's or --init_from's tokenizer, --data (read_data) or the
+    toy task (generated here if missing)."""
     fmt = ChatFormat.from_pretrained(cfg.init_from, cfg.chat_style, cfg.system_prompt) if cfg.init_from \
         else ToyFormat(toy_tokenizer())
-    if cfg.data:
-        train = load_jsonl(cfg.data)
-        if cfg.test_data:
-            return fmt.enc, fmt, train, load_jsonl(cfg.test_data)[:cfg.n_eval]
-        if len(train) <= cfg.n_eval:
-            raise UsageError(f"--n_eval={cfg.n_eval}: {cfg.data} has only {len(train)} problems, too few to "
-                             "hold out that many for evaluation: pass --test_data or a smaller --n_eval")
-        return (fmt.enc, fmt, *split_holdout(train, cfg.n_eval, cfg.data))
+    if data:
+        return (fmt.enc, fmt, *data)
     task = toy_task(cfg)
     if dist.is_main():  # one writer
         ensure_toy_data(cfg.data_dir, task, n_train=cfg.n_train, n_test=max(cfg.n_test, cfg.n_eval))
@@ -271,20 +251,18 @@ def load_task(cfg):
 
 
 def setup(cfg, device):
-    """Checks that need the world size and the model's context, then the data: (precision, sft, enc, fmt,
-    train, test), sft telling whether the base model is trained first."""
+    """Checks that need the world size, the files the flags name and the model's context, then the data:
+    (precision, sft, enc, fmt, train, test), sft telling whether the base model is trained first."""
     precision = prec.resolve_precision(cfg.precision, device)
     # SFT first when asked to, or when the toy's base is missing (a real model is its own base)
     has_base = (Path(cfg.base_dir) / "config.json").exists()
     sft = cfg.stage == "sft" or (cfg.stage == "all" and not cfg.init_from and not has_base)
     W = dist.world()  # known only now (torchrun): still before any data or model
-    if W > 1 and sft:
-        raise UsageError(f"--stage={cfg.stage}: SFT runs in one process: train the base without "
-                         "torchrun first")
-    if cfg.prompts_per_step % W:
-        raise UsageError(f"--prompts_per_step={cfg.prompts_per_step}: must be a multiple of the {W} ranks "
-                         "(each rank takes whole prompt groups)")
-    enc, fmt, train, test = load_task(cfg)
+    # the inputs that do not depend on each other, all checked before any work, each problem named (a
+    # broken data file and a missing base in one go): the model to start from, the data, the world size
+    _, data, _ = check_each(lambda: check_start(cfg), lambda: read_data(cfg),
+                            lambda: check_world(cfg, sft, W))
+    enc, fmt, train, test = load_task(cfg, data)
     if len(test) < W:
         raise UsageError(f"--n_eval={cfg.n_eval}: {len(test)} eval problems cannot be split over {W} ranks")
     log(f"device {device} x {W} ({precision}); data {len(train)} train / {len(test)} eval problems; "
@@ -384,14 +362,15 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
     model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     log(f"SFT: {model.num_params() / 1e6:.2f}M parameters, {cfg.sft_steps} steps of {cfg.sft_batch} "
         f"on {device}")
-    optimizer, scheduler = make_optimizer(model, cfg.sft_lr, cfg.sft_weight_decay, cfg.sft_warmup,
-                                          cfg.sft_steps, "cosine")
+    optimizer = make_optimizer(model, cfg.sft_lr, cfg.sft_weight_decay)
     # the data once as token ids: the prompts, and the targets the loss is on (solution and end token)
     prompts = [fmt.encode(p["question"]) for p in train]
     answers = [fmt.target(p["solution"]) for p in train]
     # one seeded shuffle, walked batch after batch (wrapping around): the seed alone fixes the order
     order, prog = torch.randperm(len(train)), Progress(cfg.sft_steps)
     for step in range(cfg.sft_steps):
+        lr = cfg.sft_lr * lr_factor(step, cfg.sft_warmup, cfg.sft_steps, "cosine")
+        set_lr(optimizer, lr)
         rows = order[(step * cfg.sft_batch + torch.arange(cfg.sft_batch)) % len(train)].tolist()
         idx, plen, clen = pack([prompts[i] for i in rows], [answers[i] for i in rows])
         optimizer.zero_grad(set_to_none=True)
@@ -403,12 +382,11 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
                 loss = -logp.sum() / int(clen.sum())
             loss.backward()
             total += loss.item()
-        # the usual guards of training from scratch: a clipped gradient, a warmed-up then decaying lr
+        # the usual guards of training from scratch: a clipped gradient, a warmed-up then decaying lr (above)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        scheduler.step()
         if step % 50 == 0 or step == cfg.sft_steps - 1:
-            log(f"sft {step:5d}/{cfg.sft_steps} loss {total:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+            log(f"sft {step:5d}/{cfg.sft_steps} loss {total:.4f} lr {lr:.2e} "
                 f"elapsed {secs_str(prog.elapsed())} eta {prog.eta(step)}")
     # the base's held-out accuracy, stored beside it: GRPO's step 0 reuses it when its settings match
     r = run_eval(cfg, sampler.get(), fmt, test)
@@ -425,8 +403,8 @@ def train_sft(cfg, device, enc, train, test, fmt, precision):
 
 def train_grpo(cfg, device, train, test, fmt, precision, sft_logged=False):
     """GRPO from the SFT base (or --init_from) into out_dir/run. Returns (the base model's evaluation, the
-    final one (None if halted), the number of real steps). sft_logged: the base's evaluation line was just
-    printed by train_sft (it is not repeated)."""
+    final one, the number of real steps). sft_logged: the base's evaluation line was just printed by
+    train_sft (it is not repeated)."""
     run_dir, main_rank, W = Path(cfg.out_dir) / cfg.run, dist.is_main(), dist.world()
     run_dir.mkdir(parents=True, exist_ok=True)
     src, wdtype, tok_dir = cfg.init_from or cfg.base_dir, prec.weight_dtype(precision), cfg.init_from or None
@@ -440,9 +418,7 @@ def train_grpo(cfg, device, train, test, fmt, precision, sft_logged=False):
     ref_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     ref_model = (None if cfg.kl_coef == 0 else lora.BaseView(model) if cfg.lora_rank
                  else ckpt.load_model(src, device=device, dtype=ref_dtype).eval())
-
-    def new_optimizer(model, warmup=cfg.warmup):
-        return make_optimizer(model, cfg.lr, cfg.weight_decay, warmup, cfg.steps, cfg.schedule)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)  # its lr: set from the step count, each step
 
     def evaluate_base(model):  # the SFT stage's evaluation if it has these settings (and a truncated share)
         r = read_json(Path(src) / "eval.json")
@@ -455,21 +431,24 @@ def train_grpo(cfg, device, train, test, fmt, precision, sft_logged=False):
             log(eval_line(f"step 0 (base, stored in {Path(src) / 'eval.json'})", r, cfg.eval_k))
         return r
 
-    # resume a killed run exactly where its last checkpoint left it, or start: step 0 saved and evaluated
-    model, optimizer, scheduler, start = ckpt.resume_or_start(
-        run_dir, cfg.resume, model, new_optimizer, evaluate_base, seed=cfg.seed, device=device, dtype=wdtype,
-        tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
+    # resume a killed run exactly where its last checkpoint left it (weights and optimizer state loaded into
+    # these), or start: step 0 saved, then evaluated (the first row of metrics.jsonl)
+    start = ckpt.resume_or_start(run_dir, cfg.resume, model, optimizer, seed=cfg.seed, tokenizer_dir=tok_dir,
+                                 info=run_info(cfg, fmt))
+    if start is None:
+        start = {"step": 0, "real_steps": 0, "base_eval": evaluate_base(model), "segment_start": None}
+        if main_rank:
+            append_jsonl(run_dir / "metrics.jsonl", {"step": 0, "eval": start["base_eval"]})
     step, real_steps, base_eval = start["step"], start["real_steps"], start["base_eval"]
-    # paper 2's RL-Extra (m real steps, then a jump of n virtual ones); after a jump a fresh optimizer (reset)
+    # paper 2's RL-Extra (m real steps, then a jump of n virtual ones)
     m, n = (int(x) for x in cfg.rl_extra.split(",")) if cfg.rl_extra else (0, 0)  # validated as "m,n"
-    reset = cfg.rl_extra_optimizer == "reset"
-    extra = RLExtra(m, n, new_optimizer=(lambda model: new_optimizer(model, warmup=0)) if reset else None)
+    extra = RLExtra(m, n)
     extra.load(start["segment_start"], device)
     sampler = prec.SamplingCopy(model, precision)  # the weights rollouts and evaluations sample from
     model.grad_ckpt, ctx = cfg.grad_ckpt, prec.autocast(precision, device)
     if m and extra.segment_start is None:
         extra.start(step, model)
-    P, G, update_cfg = cfg.prompts_per_step, cfg.group_size, GRPOConfig.from_config(cfg)
+    P, G = cfg.prompts_per_step, cfg.group_size
 
     def rollout_round(step, r):
         """This rank's whole groups of the step's P prompts x G samples, each scored by the verifier. Prompts
@@ -482,25 +461,25 @@ def train_grpo(cfg, device, train, test, fmt, precision, sft_logged=False):
                        workers=cfg.verify_workers, batch_size=cfg.gen_batch or None,
                        static=static_decode(cfg, model))
 
-    prog, first_step, halt_after = Progress(cfg.steps, start=step), step, int(os.environ.get(HALT_AFTER, "0"))
+    prog = Progress(cfg.steps, start=step)
     while step < cfg.steps:
-        if halt_after and step - first_step >= halt_after:  # a test's stand-in for a killed run
-            log(f"halting after {halt_after} steps (${HALT_AFTER}): continue with --resume=true")
-            return base_eval, None, real_steps
         # batch + rollout: G samples per prompt scored 0/1; only groups whose rewards differ carry a gradient,
         # so dynamic sampling refills the batch with them
         roll, sampling = (informative_rollout(lambda r: rollout_round(step, r), P // W, G, cfg.sample_rounds)
                           if cfg.dynamic_sampling else (rollout_round(step, 0), {}))
-        # update: group advantages -> clipped loss -> optimizer step(s)
+        # update: group advantages -> clipped loss -> optimizer step(s), at the schedule's lr of this step
+        # (virtual steps count: the schedule follows the step count, whatever was skipped or jumped)
         t_update = time.time()
-        stats = grpo_update(model, optimizer, scheduler, roll, update_cfg, ref_model, autocast=ctx)
+        set_lr(optimizer, cfg.lr * lr_factor(step, cfg.warmup, cfg.steps, cfg.schedule))
+        stats = grpo_update(model, optimizer, roll, cfg, ref_model, autocast=ctx)
         step, real_steps = step + 1, real_steps + 1
         row = step_row(step, real_steps, roll, {**stats, **sampling}, G, time.time() - t_update)
         # paper 2, Eq. 3 (RL-Extra): after m real steps, jump along the segment just trained; the last jump
         # stops at --steps, so the checkpoint's step is its true one
         jump = extra.jump(model, real_steps, step, cfg.steps)
         if jump:
-            optimizer, scheduler = extra.optimizer_after_jump(model, optimizer, scheduler)
+            if cfg.rl_extra_optimizer == "reset":  # Adam's moments belong to the weights before the jump
+                optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
             step += jump
             row["rl_extra_jump_to"] = step
         log_step(row, cfg.steps, prog.eta(step - 1))
@@ -517,10 +496,10 @@ def train_grpo(cfg, device, train, test, fmt, precision, sft_logged=False):
             append_jsonl(run_dir / "metrics.jsonl", row)
         # checkpoint: the weights (a Hugging Face directory) and all --resume needs to continue exactly
         if main_rank and (step % cfg.save_every == 0 or step >= cfg.steps or jump):
+            # (the data needs no position: a step's batch is a function of the step, tasks.step_batch)
             state = {"step": step, "real_steps": real_steps, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "data_pos": step * P,
-                     "segment_start": extra.segment_start, "base_eval": base_eval, "config": vars(cfg),
-                     "lora": lora.adapter_state(model) if cfg.lora_rank else None}
+                     "rng": rng_state(), "segment_start": extra.segment_start, "base_eval": base_eval,
+                     "config": vars(cfg), "lora": lora.adapter_state(model) if cfg.lora_rank else None}
             ckpt.save_checkpoint(run_dir, step, model, state, tokenizer_dir=tok_dir, info=run_info(cfg, fmt))
     final_eval = run_eval(cfg, sampler.get(), fmt, test)
     log(eval_line(f"step {step} (final)", final_eval, cfg.eval_k))
@@ -579,7 +558,7 @@ def main(argv=None):
                 log(f"--init_from: GRPO starts from {cfg.init_from} itself (for SFT first: --stage=sft, then "
                     f"--stage=grpo --init_from={cfg.base_dir})")
             base, final, real_steps = train_grpo(cfg, device, train, test, fmt, precision, sft_logged=sft)
-            if final is not None and dist.is_main():
+            if dist.is_main():
                 write_summary(cfg, base, final, real_steps, len(test), time.time() - t_start)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (common.run_main): checkpoints are atomic, nothing half-written
         raise KeyboardInterrupt(where_stopped(cfg)) from None

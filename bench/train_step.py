@@ -107,7 +107,6 @@ def measure(args) -> dict:
         lora.add_adapters(model, args.lora_rank, 32.0)
     sampler = precision.SamplingCopy(model, args.precision)
     opt = torch.optim.AdamW(lora.trainable(model), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     prompts = torch.randint(0, mcfg.vocab_size, (args.rows, args.prompt_len)).tolist()
     out = {"model": args.model, "rows": args.rows, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
            "micro_batch": args.micro_batch, "precision": args.precision}
@@ -146,10 +145,10 @@ def measure(args) -> dict:
         model.grad_ckpt, key = ck, f"update_ckpt_{'on' if ck else 'off'}"
         opt.zero_grad(set_to_none=True)
         try:
-            first = grpo_update(model, opt, sched, roll, cfg, autocast=ctx)  # warm-up (and the AdamW states)
+    opt = torch.optim.AdamW(lora.trainable(model), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
             reset()
             t = time.time()
-            stats = grpo_update(model, opt, sched, roll, cfg, autocast=ctx)
+            stats = grpo_update(model, opt, roll, cfg, autocast=ctx)
             sync()
             s = time.time() - t
         except torch.OutOfMemoryError:

@@ -70,7 +70,6 @@ def main():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=4, n_embd=256, n_head=4, vocab_size=2048, max_seq_len=1024))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay put: every timed update is the same
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     n, P, new = args.rows // 4, args.prompt_len // args.scale, args.new_tokens // args.scale
     clen = lengths(n, args.median / args.scale, args.sigma, new, seed=1)
     g = torch.Generator().manual_seed(2)
@@ -88,7 +87,7 @@ def main():
         for name, chunks in (("in batch order", in_order), ("grouped by length", GROUPED)):
             grpo.micro_batches = chunks
             t = time.perf_counter()
-            grpo.grpo_update(model, opt, sched, roll, cfg)
+            grpo.grpo_update(model, opt, roll, cfg)
             times[name].append(time.perf_counter() - t)
     grpo.micro_batches = GROUPED
     print(f"CPU ({torch.get_num_threads()} threads), {n} rows of {P} + median {int(clen.median())} (max "

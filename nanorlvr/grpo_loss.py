@@ -139,8 +139,10 @@ def loss_normaliser(mask, agg="token-mean", constant=None):
     seq-mean-token-mean: number of sequences (each sequence is first averaged over its own tokens; GRPO);
     seq-sum-constant:    number of sequences x constant (Dr. GRPO; constant = max_new_tokens,
                          defaulting to the padded length mask.shape[-1]).
-    With gradient accumulation compute this ONCE on the whole step's mask and pass it as `loss_norm` to
-    every minibatch's policy_loss: the minibatch losses then sum exactly to the full-batch loss."""
+    Computed ONCE on the whole step's mask: passed as `loss_norm` to the policy_loss of each micro-batch of
+    one optimizer step, their losses sum exactly to that batch's loss (gradient accumulation). A step cut
+    into several optimizer steps divides each minibatch's loss by this x the minibatch's share of the rows
+    (grpo.minibatches): the share-weighted sum of the minibatch losses is the whole batch's loss."""
     n_seq = mask.shape[0]
     if agg == "token-mean":
         return float(mask.sum())

@@ -234,18 +234,3 @@ def test_alpharl_rescaled_gives_the_window_update_its_full_frobenius_norm():
     assert torch.linalg.matrix_norm(plain - W0).item() == pytest.approx(3.0, rel=1e-5)
     assert torch.linalg.matrix_norm(scaled - W0).item() == pytest.approx(10 ** 0.5, rel=1e-5)
     assert torch.allclose(scaled - W0, (plain - W0) * 10 ** 0.5 / 3, atol=1e-5)  # same direction
-
-
-def test_rl_extra_continues_with_a_fresh_optimizer_after_a_jump_only_when_given_one():
-    model = torch.nn.Linear(2, 1)
-    opt = torch.optim.AdamW(model.parameters())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    fresh = []
-
-    def new_optimizer(m):
-        fresh.append(m)
-        return "new optimizer", "new scheduler"
-    assert ex.RLExtra(2, 3).optimizer_after_jump(model, opt, sched) == (opt, sched)  # keep
-    reset = ex.RLExtra(2, 3, new_optimizer=new_optimizer)
-    assert reset.optimizer_after_jump(model, opt, sched) == ("new optimizer", "new scheduler")
-    assert fresh == [model]  # built for the jumped weights

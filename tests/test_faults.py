@@ -225,7 +225,8 @@ def test_a_budget_past_the_models_context_is_refused_before_training(tmp_path, c
     assert not (tmp_path / "base").exists()
 
 
-# one bad value per kind of check in TrainConfig.validate (and the flag the message must name)
+# one bad value per kind of check, each flag's own (its opt(...) metadata) or TrainConfig.validate's (across
+# flags), and the flag the message must name
 BAD = [("--steps=0", "steps"), ("--sft_steps=-1", "sft_steps"), ("--sft_batch=0", "sft_batch"),
        ("--micro_batch=-2", "micro_batch"), ("--gen_batch=-1", "gen_batch"), ("--n_eval=0", "n_eval"),
        ("--eval_k=-1", "eval_k"), ("--max_new_tokens=0", "max_new_tokens"), ("--mu=0", "mu"),
@@ -238,9 +239,9 @@ BAD = [("--steps=0", "steps"), ("--sft_steps=-1", "sft_steps"), ("--sft_batch=0"
        ("--rl_extra=3", "rl_extra"), ("--rl_extra=0,5", "rl_extra"), ("--rl_extra=a,b", "rl_extra"),
        ("--stage=rl", "stage"), ("--schedule=linear", "schedule"), ("--loss_agg=sum", "loss_agg"),
        ("--reweight=high", "reweight"), ("--precision=fp16", "precision"), ("--chat_style=chatml", "chat_style"),
-       ("--rl_extra_optimizer=drop", "rl_extra_optimizer"), ("--device=tpu", "device"), ("--data=/no/such.jsonl", "data"),
-       ("--test_data=/no/such.jsonl", "test_data"), ("--resume=maybe", "resume"), ("--steps=ten", "steps"),
-       ("--stpes=10", "stpes")]
+       ("--rl_extra_optimizer=drop", "rl_extra_optimizer"), ("--device=tpu", "device"), ("--resume=maybe", "resume"),
+       ("--steps=ten", "steps"), ("--stpes=10", "stpes"), ("--old_logp=bogus", "old_logp"), ("--tis_cap=-1", "tis_cap"),
+       ("--tis_cap=inf", "tis_cap"), ("--overlong_buffer=49", "overlong_buffer"), ("--test_data=x.jsonl", "test_data")]
 
 
 @pytest.mark.parametrize("arg, flag", BAD)
@@ -252,6 +253,35 @@ def test_every_invalid_value_is_a_usage_error_naming_the_flag(arg, flag):
 
 def test_the_defaults_are_valid():
     parse_config(train.TrainConfig, [])
+
+
+def test_every_bad_flag_is_named_at_once_and_help_shows_the_allowed_values(capsys):
+    with pytest.raises(UsageError) as e:
+        parse_config(train.TrainConfig, ["--steps=0", "--tis_cap=-1", "--top_p=2"])
+    assert str(e.value).splitlines() == ["--top_p=2.0: must be a finite number in (0, 1]",
+                                         "--tis_cap=-1.0: must be a finite number >= 0",
+                                         "--steps=0: must be a positive integer"]
+    with pytest.raises(SystemExit):
+        parse_config(train.TrainConfig, ["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--old_logp {rollout,recompute}" in out and "[in (0, 1]]" in out and "[a positive integer]" in out
+
+
+def test_inputs_that_do_not_depend_on_each_other_are_all_named_before_any_work(tmp_path, capsys):
+    # a broken data file and no trained base: both named in one go (in the order of setup's checks: the
+    # model to start from, then the data), nothing generated
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n{"question": "2+2"\n')
+    with pytest.raises(SystemExit) as e:
+        run_main(train.main, ["--stage=grpo", f"--data={data}", f"--test_data={tmp_path}/none.jsonl",
+                              f"--base_dir={tmp_path}/base", f"--out_dir={tmp_path}/out"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --base_dir: no Hugging Face checkpoint at {tmp_path}/base (config.json missing): train it with "
+        "--stage=sft (or --stage=all), or give --init_from",
+        f"error: {data}:2: not valid JSON (Expecting ',' delimiter at column 19)",
+        f"error: --test_data={tmp_path}/none.jsonl: no such file"]
+    assert not (tmp_path / "out").exists()
 
 # -----------------------------------------------------------------------------
 # a truncated response gave no final answer: it scores 0

@@ -1,5 +1,5 @@
 """Specification of nanorlvr.grpo_loss (advantages, token weights, k3 KL, the clipped policy loss) and of the
-parts of nanorlvr.grpo's step that need no model (its settings, minibatches, dynamic sampling).
+parts of nanorlvr.grpo's step that need no model (minibatches and their normalisers, dynamic sampling).
 
 Expected numbers are worked out by hand in the comments next to them."""
 
@@ -211,20 +211,7 @@ def test_importance_weights_multiply_each_token_policy_term_and_ones_change_noth
     assert close(weighted, (1.02 - 1.0) / 5)
 
 
-# ----------------------------------------------------------------------------- the update's settings
-
-
-def test_grpo_config_defaults_are_train_py_defaults_and_from_config_copies_every_field():
-    import dataclasses
-
-    import train
-    from nanorlvr.grpo import GRPOConfig
-    tc = train.TrainConfig()
-    for f in dataclasses.fields(GRPOConfig):  # every setting of the update is a flag of train.py, same default
-        assert getattr(GRPOConfig(), f.name) == getattr(tc, f.name), f.name
-    tc.micro_batch, tc.tis_cap, tc.loss_agg = 3, 2.0, "seq-sum-constant"
-    g = GRPOConfig.from_config(tc)
-    assert (g.micro_batch, g.tis_cap, g.loss_agg) == (3, 2.0, "seq-sum-constant")
+# ----------------------------------------------------------------------------- DAPO's rewards and sampling
 
 
 def test_overlong_penalty_is_dapo_eq13_and_minus_one_when_truncated():
@@ -253,7 +240,11 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups_until_p():
     roll, info = informative_rollout(sample_round, n_groups=2, group_size=2, max_rounds=3)
     assert drawn == [0, 1]  # stops as soon as P groups are in
     assert roll.prompts == [[1], [1], [0], [0]] and roll.rewards.tolist() == [0, 1, 1, 0]
-    assert info == {"sample_rounds": 2, "zero_var_frac": 3 / 6}
+    assert info["sample_rounds"] == 2 and info["zero_var_frac"] == 3 / 6
+    # the policy's figures over all 12 rows drawn (the batch's pass rate is 1 by construction): 5 rewards
+    # of 1, 4 of the 6 groups with one, completions of 1 + g tokens for g = 0, 1, 2 in each round
+    assert info["reward_drawn"] == pytest.approx(5 / 12) and info["pass_rate_drawn"] == pytest.approx(4 / 6)
+    assert info["len_drawn"] == pytest.approx(2.0)
     assert roll.seconds_gen == 2.0  # both rounds' generation time
 
 
@@ -262,17 +253,21 @@ def test_dynamic_sampling_stops_at_the_round_cap_with_a_smaller_batch():
     assert roll.rewards.tolist() == [1, 0, 1, 0] and info["sample_rounds"] == 2
 
 
-def test_minibatches_split_the_rows_and_their_shares_of_the_normaliser_sum_to_one():
-    # one process: chunks of ceil(5 / 2) = 3 rows, shares 3/5 and 2/5
-    perm = torch.tensor([4, 0, 3, 1, 2])
-    one = minibatches(perm, 2, world=1)
-    assert [mb.tolist() for mb, _, _ in one] == [[4, 0, 3], [1, 2]]
-    assert [(part, whole) for _, part, whole in one] == [(3, 5), (2, 5)]
-    # several ranks: exactly n_minibatches chunks each (an empty one too), each 1 / n_minibatches of the step
-    many = minibatches(torch.tensor([1]), 2, world=2)
-    assert [mb.tolist() for mb, _, _ in many] == [[1], []] and {(p, w) for _, p, w in many} == {(1, 2)}
-    for chunks in (one, many):
-        assert math.isclose(sum(part / whole for _, part, whole in chunks), 1.0)
+def test_minibatches_are_exactly_n_minibatches_and_their_normalisers_weight_the_step_loss():
+    # 5 rows, 4 minibatches: tensor_split sizes 2, 1, 1, 1 (as under torchrun), not ceil(5 / 4) = 2 -> 3 steps
+    torch.manual_seed(0)
+    mbs = minibatches(5, 4, full_norm=10.0)
+    assert [len(mb) for mb, _ in mbs] == [2, 1, 1, 1] and sorted(torch.cat([mb for mb, _ in mbs]).tolist()) == [0, 1, 2, 3, 4]
+    # norm = full_norm x share, share = rows / 5: the share-weighted minibatch losses sum / norm add up to
+    # the step's loss sum / full_norm
+    assert [norm for _, norm in mbs] == [4.0, 2.0, 2.0, 2.0]
+    sums = [3.0, 1.0, 2.0, 0.5]  # each minibatch's summed per-token losses
+    shares = [len(mb) / 5 for mb, _ in mbs]
+    assert math.isclose(sum(w * s / norm for w, s, (_, norm) in zip(shares, sums, mbs)), sum(sums) / 10.0)
+    # one minibatch: the rows in order, the step's own normaliser (the default path: no shuffle drawn)
+    assert [(mb.tolist(), norm) for mb, norm in minibatches(3, 1, full_norm=7.0)] == [([0, 1, 2], 7.0)]
+    # more minibatches than rows: the empty ones are no steps
+    assert [len(mb) for mb, _ in minibatches(2, 4, full_norm=1.0)] == [1, 1]
 
 
 def test_group_advantages_of_an_empty_batch_are_empty():

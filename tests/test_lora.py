@@ -55,7 +55,7 @@ def test_only_the_adapters_get_gradients_and_change():
     model = tiny()
     lora.add_adapters(model, rank=2, alpha=32, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer, _ = train.make_optimizer(model, 0.1, 0.0, 0, 10, "constant")
+    optimizer = train.make_optimizer(model, 0.1, 0.0)
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == \
         {id(p) for m in lora.adapters(model).values() for p in (m.lora_A, m.lora_B)}
     for _ in range(2):  # step 1 moves B only (B = 0: A's gradient is exactly 0), step 2 A too
@@ -166,10 +166,23 @@ def grpo(base, out, halt_after=0):
     # LoRA with the KL term (the reference: the base, adapters off) and gradient checkpointing
     args = TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}",
                    "--steps=4", "--save_every=2", "--lr=3e-2", "--lora_rank=2", "--kl_coef=0.05", "--grad_ckpt=true"]
-    with pytest.MonkeyPatch.context() as mp:
-        if halt_after:
-            mp.setenv(train.HALT_AFTER, str(halt_after))
-        train.main(args + (["--resume=true"] if halt_after == 0 and (out / "grpo").exists() else []))
+    args += ["--resume=true"] if halt_after == 0 and (out / "grpo").exists() else []
+    if not halt_after:
+        return train.main(args)
+    real, calls = train.grpo_update, []
+
+    def update(*a, **k):  # "killed": the update after halt_after real steps raises before it starts
+        if len(calls) == halt_after:
+            raise Killed
+        calls.append(1)
+        return real(*a, **k)
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        mp.setattr(train, "grpo_update", update)
+        train.main(args)
+
+
+class Killed(Exception):
+    """A test's stand-in for a SIGKILL (tests/test_faults.py sends real ones)."""
 
 
 def test_a_resumed_lora_run_ends_with_the_weights_and_adapter_of_an_uninterrupted_one(base, tmp_path):

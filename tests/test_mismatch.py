@@ -24,7 +24,7 @@ def update(precision="fp32", **over):
     roll = Rollout(prompts, g.tokens, g.logprobs[:, :int(g.lengths.max())], torch.zeros(len(prompts), dtype=torch.bool), REWARDS, 0.0, 0.0)
     cfg = GRPOConfig(group_size=G, max_new_tokens=NEW, grad_clip=1e9, **over)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    stats = grpo_update(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), roll, cfg)
+    stats = grpo_update(model, opt, roll, cfg)
     return init, model.state_dict(), stats
 
 

@@ -23,13 +23,26 @@ def base(tmp_path_factory):
     return d
 
 
+class Killed(Exception):
+    """A test's stand-in for a SIGKILL (tests/test_faults.py sends real ones)."""
+
+
 def grpo(base, out, *extra, halt_after=0):
-    """train.py's GRPO stage; halt_after > 0 stops it after that many steps, as if it were killed."""
-    with pytest.MonkeyPatch.context() as mp:
-        if halt_after:
-            mp.setenv(train.HALT_AFTER, str(halt_after))
-        train.main(TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}",
-                           *extra])
+    """train.py's GRPO stage; halt_after > 0 stops it after that many real steps, as if it were killed then:
+    the update of the next step raises before it starts (its rollout is lost, as a killed run's would be)."""
+    argv = TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}", *extra]
+    if not halt_after:
+        return train.main(argv)
+    real, calls = train.grpo_update, []
+
+    def update(*a, **k):
+        if len(calls) == halt_after:
+            raise Killed
+        calls.append(1)
+        return real(*a, **k)
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        mp.setattr(train, "grpo_update", update)
+        train.main(argv)
 
 
 def weights(path):
@@ -98,7 +111,7 @@ def test_rl_extra_resume_ends_with_the_same_weights(base, tmp_path, device):
     # still find it next to the model's weights (on CUDA it was not), and follow the same line
     extra = ("--steps=4", "--rl_extra=1,1", "--save_every=1", f"--device={device}")
     grpo(base, tmp_path / "a", *extra)
-    grpo(base, tmp_path / "b", *extra, halt_after=2)  # killed at step 2: one real step and its jump
+    grpo(base, tmp_path / "b", *extra, halt_after=1)  # killed at step 2: one real step and its jump
     grpo(base, tmp_path / "b", *extra, "--resume=true")
     a, b = weights(tmp_path / "a/grpo/step_000004"), weights(tmp_path / "b/grpo/step_000004")
     for k in a:
@@ -197,3 +210,43 @@ def test_curves_draw_greedy_only_evaluations_and_break_at_jumps(tmp_path):
     assert plot_curves(tmp_path).read_bytes().startswith(b"\x89PNG")
     xs, ys = segments([1, 2, 5], [0.1, 0.2, 0.5], [(2, 4)])
     assert xs[:2] == [1, 2] and xs[3:] == [5] and xs[2] != xs[2]  # nan between the two sides of the jump
+
+
+def lrs_and_fresh_optimizers(base, out, *extra, skip_first=False):
+    """train.py's GRPO stage, recording at each update the learning rate it runs at and whether the optimizer
+    is fresh (no Adam moments yet). skip_first: the first step's rewards are all 0 (a skipped step)."""
+    seen, real_update, real_rollout = [], train.grpo_update, train.rollout
+
+    def update(model, optimizer, roll, *a, **k):
+        seen.append((optimizer.param_groups[0]["lr"], not optimizer.state))
+        return real_update(model, optimizer, roll, *a, **k)
+
+    def rollout(*a, **k):
+        roll = real_rollout(*a, **k)
+        if skip_first and not seen:
+            roll.rewards.zero_()  # every advantage 0: grpo_update skips the step
+        return roll
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "grpo_update", update)
+        mp.setattr(train, "rollout", rollout)
+        grpo(base, out, *extra)
+    return seen
+
+
+def test_a_skipped_step_keeps_the_schedule_on_the_step_count(base, tmp_path):
+    seen = lrs_and_fresh_optimizers(base, tmp_path, "--steps=3", "--warmup=3", "--lr=3e-3", skip_first=True)
+    assert [lr for lr, _ in seen] == pytest.approx([1e-3, 2e-3, 3e-3])  # warmup (s + 1) / 3, s = 0, 1, 2
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["skipped"] == "no row has a non-zero advantage"
+
+
+@pytest.mark.parametrize("keep", ["reset", "keep"])
+def test_rl_extra_jumps_keep_the_cosine_schedule_on_the_step_count(base, tmp_path, keep):
+    # m = 1, n = 2: real steps at 0, 3, 6, 9; the cosine lr of those steps (virtual ones count), with a fresh
+    # optimizer after each jump with reset, the same one with keep
+    seen = lrs_and_fresh_optimizers(base, tmp_path, "--steps=10", "--rl_extra=1,2", "--schedule=cosine",
+                                    "--warmup=1", "--lr=1e-3", f"--rl_extra_optimizer={keep}", "--save_every=10")
+    steps = [0, 3, 6, 9]
+    assert [lr for lr, _ in seen] == pytest.approx([1e-3 * train.lr_factor(s, 1, 10, "cosine") for s in steps])
+    assert seen[2][0] < seen[1][0] < seen[0][0]  # a cosine falling, not restarting at its peak
+    assert [fresh for _, fresh in seen] == [True] + [keep == "reset"] * 3

@@ -6,7 +6,7 @@ A run's checkpoints on disk, written so that a crash never leaves a half-written
                           tokenizer.json, ...                 (a real model) the source's tokenizer files
                           adapter/                            (LoRA) the adapter in PEFT's layout; then
                                                               model.safetensors holds the merged weights
-    out/<run>/trainer_state.pt                               optimizer, schedule, RNG, data position (latest)
+    out/<run>/trainer_state.pt                               optimizer, RNG, RL-Extra's segment (latest)
     out/<run>/metrics.jsonl, summary.json
 
 Every write goes to a temporary name first and is renamed into place. A resumed run first cuts metrics.jsonl
@@ -25,8 +25,8 @@ import torch
 from safetensors import safe_open
 
 from nanorlvr.infra import dist
-from nanorlvr.infra.common import UsageError, append_jsonl, log, seed_everything, set_rng_state
 from nanorlvr import lora
+from nanorlvr.infra.common import UsageError, log, seed_everything, set_rng_state
 from nanorlvr.infra.hf import load_pretrained, save_pretrained, save_safetensors
 
 
@@ -158,19 +158,18 @@ def stream_tensors(paths, name):
 # where a GRPO run begins and what each of its checkpoints holds
 
 
-def resume_or_start(run_dir, resume, model, new_optimizer, evaluate_base, *, seed, device, dtype, tokenizer_dir,
-                    info):
+def resume_or_start(run_dir, resume, model, optimizer, *, seed, tokenizer_dir, info):
     """Where a GRPO run begins: at its last checkpoint (resume and a trainer_state.pt there), else at step 0.
 
-    Resuming loads that checkpoint's weights (with LoRA: the adapters saved in the trainer state, onto the
-    base `model` as given, since the checkpoint's merged weights are rounded), the optimizer and schedule
-    (new_optimizer(model), then their saved states), the RNG state and the base model's evaluation, and
-    cuts metrics.jsonl back to the checkpoint: the run then continues exactly as if it had never stopped. Starting seeds the global RNGs
-    (seed_everything(seed): a fresh run draws its minibatch orders from them) and writes step_000000 (the
-    weights RL starts from, so that analyses have the base beside the steps) and evaluates them
-    (evaluate_base(model)), the first row of metrics.jsonl.
-    Returns (model, optimizer, scheduler, state), state holding step, real_steps, base_eval and
-    segment_start (RL-Extra's, extrapolate.RLExtra)."""
+    Resuming loads that checkpoint's weights into `model` (with LoRA: the adapters saved in the trainer
+    state, onto the frozen base `model` as given, since the checkpoint's merged weights are rounded) and its
+    optimizer state into `optimizer` (made for `model`), sets the RNG state and cuts metrics.jsonl back to
+    the checkpoint: the run then continues exactly as if it had never stopped. Returns the trainer state
+    saved there (step, real_steps, base_eval, segment_start: RL-Extra's, extrapolate.RLExtra). The learning
+    rate needs no state: train.py sets it from the step count.
+    Starting seeds the global RNGs (seed_everything(seed): a fresh run draws its minibatch orders from
+    them), empties metrics.jsonl and writes step_000000 (the weights RL starts from, so that analyses have
+    the base beside the steps). Returns None: the caller evaluates step 0 (the first row of metrics.jsonl)."""
     state = load_trainer_state(run_dir) if resume else None
     if state is not None:
         step = state["step"]
@@ -180,30 +179,22 @@ def resume_or_start(run_dir, resume, model, new_optimizer, evaluate_base, *, see
         if state.get("lora"):  # LoRA: the frozen base as given (the run's source) + the saved adapters
             lora.load_adapter_state(model, state["lora"])
         else:
-            model = load_model(step_dir(run_dir, step), device=device, dtype=dtype)
-        optimizer, scheduler = new_optimizer(model)
+            p = next(model.parameters())
+            model.load_state_dict(load_model(step_dir(run_dir, step), device=p.device, dtype=p.dtype).state_dict())
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         if dist.is_main():  # the steps after the checkpoint are replayed: drop their rows (each logged once)
             rewind_metrics(run_dir, step)
         log(f"resumed {run_dir} at step {step}")
-        return model, optimizer, scheduler, {"step": step, "real_steps": state["real_steps"],
-                                             "base_eval": state.get("base_eval"),
-                                             "segment_start": state.get("segment_start")}
+        return state
     if resume:
         log(f"warning: --resume but no trainer_state.pt in {run_dir}: starting fresh")
     # a fresh run draws its minibatch orders from the global RNG: seeded here, not only by the SFT stage
     seed_everything(seed)
-    optimizer, scheduler = new_optimizer(model)
     if dist.is_main():
         (Path(run_dir) / "metrics.jsonl").unlink(missing_ok=True)
         save_model(model, step_dir(run_dir, 0), tokenizer_dir=tokenizer_dir, info=info)
-    base_eval = evaluate_base(model)
-    if dist.is_main():
-        append_jsonl(Path(run_dir) / "metrics.jsonl", {"step": 0, "eval": base_eval})
-    return model, optimizer, scheduler, {"step": 0, "real_steps": 0, "base_eval": base_eval,
-                                         "segment_start": None}
+    return None
 
 
 def save_checkpoint(run_dir, step, model, trainer_state, tokenizer_dir=None, info=None):

@@ -5,7 +5,11 @@ evaluation. train.py writes the rows; infra/curves.py draws them; bench/ reads t
 A row: step, real_steps (RL-Extra's virtual steps excluded), reward (mean 0/1 verifier reward), pass_rate
 (share of prompts with at least one correct sample), len (mean completion tokens), truncated (share cut off
 at the budget), s_gen / s_verify / s_update (seconds), tok_per_s, and grpo.grpo_update's statistics (loss,
-clip_frac, entropy, grad_norm, ...). Under torchrun each value is the mean over ranks (counts: the sum).
+clip_frac, entropy, grad_norm, ...: token means, averaged over the step's optimizer steps). reward,
+pass_rate, len and truncated are of the batch trained on; under --dynamic_sampling that is the kept groups
+only (their pass rate is 1 by construction), and reward_drawn, pass_rate_drawn and len_drawn are the same
+figures over every group drawn, the policy's own (grpo.informative_rollout). Under torchrun each value is
+the mean over ranks (counts: the sum).
 """
 import torch
 
@@ -32,8 +36,10 @@ def log_step(row, total_steps, eta):
     if row["truncated"] > 0.5:
         log(f"warning: step {row['step']}: {row['truncated']:.0%} of samples truncated: "
             "raise --max_new_tokens")
-    log(f"step {step:4d}/{total_steps} reward {row['reward']:.3f} pass {row['pass_rate']:.2f} "
-        f"len {row['len']:.1f} ent {row.get('entropy', float('nan')):.3f} "
+    drawn = f" (kept {row['reward']:.3f})" if "reward_drawn" in row else ""  # dynamic sampling's batch
+    log(f"step {step:4d}/{total_steps} reward {row.get('reward_drawn', row['reward']):.3f}{drawn} "
+        f"pass {row.get('pass_rate_drawn', row['pass_rate']):.2f} len {row.get('len_drawn', row['len']):.1f} "
+        f"ent {row.get('entropy', float('nan')):.3f} "
         f"clip {row.get('clip_frac', 0):.3f} kl {row.get('kl_ref', 0):.4f} "
         f"gnorm {row.get('grad_norm', 0):.2f} | gen {row['s_gen']:.1f}s ver {row['s_verify']:.1f}s "
         f"upd {row['s_update']:.1f}s {row['tok_per_s']:.0f} tok/s | eta {eta}")

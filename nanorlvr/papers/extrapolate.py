@@ -69,11 +69,11 @@ class RLExtra:
     """RL-Extra in a training loop: every m real steps, the model jumps n virtual steps along the segment
     it has just trained (rl_extra_jump). Holds that segment's start, (step, weights); m = 0 never jumps.
     `segment_start` is what a checkpoint saves and `load` restores (trainer state, to resume exactly).
-    new_optimizer(model) -> (optimizer, scheduler): a fresh optimizer to continue with after each jump
-    (train.py's --rl_extra_optimizer=reset); None keeps the one the run has (keep)."""
+    The optimizer is the training loop's: train.py's --rl_extra_optimizer=reset makes a fresh one after each
+    jump, and its learning rate follows the step count, virtual steps included."""
 
-    def __init__(self, m=0, n=0, new_optimizer=None):
-        self.m, self.n, self.segment_start, self.new_optimizer = m, n, None, new_optimizer
+    def __init__(self, m=0, n=0):
+        self.m, self.n, self.segment_start = m, n, None
 
     def load(self, segment_start, device):
         """A saved segment start (None: none), moved next to the weights (trainer states load to the CPU)."""
@@ -95,11 +95,6 @@ class RLExtra:
         model.load_state_dict(rl_extra_jump(self.segment_start[1], model.state_dict(), self.m, n))
         self.start(step + n, model)
         return n
-
-    def optimizer_after_jump(self, model, optimizer, scheduler):
-        """(optimizer, scheduler) to continue with after a jump: fresh ones if new_optimizer was given (Adam's
-        moments belong to the weights before the jump), else the same."""
-        return self.new_optimizer(model) if self.new_optimizer else (optimizer, scheduler)
 
 
 # -----------------------------------------------------------------------------
