@@ -68,7 +68,7 @@ def run_name(regime, rank, factor, seed):
 def grpo_job(out, base, regime, rank, factor, seed):
     name = run_name(regime, rank, factor, seed)
     return (name, [P.PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}",
-                   f"--seed={seed}", *P.RUN, *run_flags(regime, rank, factor)])
+                   f"--seed={seed}", *P.RUN, *run_flags(regime, rank, factor), "--resume=true"])  # a rerun continues
 
 
 # -----------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def train_jobs(out, base, seeds, points=POINTS):
 
     def grpo(name, seed, *fl):
         jobs.append((name, [PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}",
-                            f"--seed={seed}", *P.RUN, *fl]))
+                            f"--seed={seed}", *P.RUN, *fl, "--resume=true"]))  # (as paper_results': a rerun continues)
     for name, lr, spr, ds in points:
         for s in seeds:
             grpo(f"{name}/s{s}", s, *flags(lr, spr, ds))
@@ -100,7 +100,7 @@ LONG_STEPS = 300
 def long_jobs(out, base, points):
     """A point still rising at step 150 gets one longer run (seed 1, LONG_STEPS steps): where does it level?"""
     return [(f"{name}_long/s1", [PY, "train.py", "--stage=grpo", f"--base_dir={base}", f"--out_dir={out}/{name}_long/s1",
-                                 "--seed=1", *P.RUN, *flags(lr, spr, ds), f"--steps={LONG_STEPS}"])
+                                 "--seed=1", *P.RUN, *flags(lr, spr, ds), f"--steps={LONG_STEPS}", "--resume=true"])
             for name, lr, spr, ds in points]
 
 

@@ -145,7 +145,7 @@ def measure(args) -> dict:
         model.grad_ckpt, key = ck, f"update_ckpt_{'on' if ck else 'off'}"
         opt.zero_grad(set_to_none=True)
         try:
-    opt = torch.optim.AdamW(lora.trainable(model), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.0)
+            first = grpo_update(model, opt, roll, cfg, autocast=ctx)  # warm-up (and the AdamW states)
             reset()
             t = time.time()
             stats = grpo_update(model, opt, roll, cfg, autocast=ctx)
@@ -168,12 +168,10 @@ def measure(args) -> dict:
         print(f"update, grad ckpt {'on ' if ck else 'off'}: {s:.2f} s, {tokens / s:,.0f} tokens/s, peak {peak():.1f} GiB "
               f"(estimate {(static + est['update_peak']) / GiB:.1f}), loss {stats.get('loss', float('nan')):.4f}")
     est = precision.memory_estimate(mcfg, gen_rows=args.rows, update_rows=args.micro_batch or args.rows,
-                               prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision)
+                                    prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision,
+                                    lora_rank=args.lora_rank)
     out["rollout_estimate_gib"] = (est["weights"] + est["sampling_copy"] + est["rollout_peak"]) / GiB
     print(f"rollout peak estimate {out['rollout_estimate_gib']:.1f} GiB "
-                               prompt_len=args.prompt_len, new_tokens=args.new_tokens, precision=args.precision,
-                               lora_rank=args.lora_rank)
-    print(f"rollout peak estimate {(est['weights'] + est['sampling_copy'] + est['rollout_peak']) / GiB:.1f} GiB "
           "(weights + sampling copy + rollout: the rollout above ran before any gradient or AdamW state existed)")
     return out
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
+from killed import main_killed_after
 from nanorlvr import lora
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.infra import precision as prec
@@ -167,22 +168,7 @@ def grpo(base, out, halt_after=0):
     args = TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}",
                    "--steps=4", "--save_every=2", "--lr=3e-2", "--lora_rank=2", "--kl_coef=0.05", "--grad_ckpt=true"]
     args += ["--resume=true"] if halt_after == 0 and (out / "grpo").exists() else []
-    if not halt_after:
-        return train.main(args)
-    real, calls = train.grpo_update, []
-
-    def update(*a, **k):  # "killed": the update after halt_after real steps raises before it starts
-        if len(calls) == halt_after:
-            raise Killed
-        calls.append(1)
-        return real(*a, **k)
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
-        mp.setattr(train, "grpo_update", update)
-        train.main(args)
-
-
-class Killed(Exception):
-    """A test's stand-in for a SIGKILL (tests/test_faults.py sends real ones)."""
+    return main_killed_after(train, args, halt_after) if halt_after else train.main(args)
 
 
 def test_a_resumed_lora_run_ends_with_the_weights_and_adapter_of_an_uninterrupted_one(base, tmp_path):

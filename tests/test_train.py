@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import train
+from killed import main_killed_after
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.papers.extrapolate import is_norm
 from nanorlvr.model import GPT, GPTConfig
@@ -23,26 +24,11 @@ def base(tmp_path_factory):
     return d
 
 
-class Killed(Exception):
-    """A test's stand-in for a SIGKILL (tests/test_faults.py sends real ones)."""
-
-
 def grpo(base, out, *extra, halt_after=0):
-    """train.py's GRPO stage; halt_after > 0 stops it after that many real steps, as if it were killed then:
-    the update of the next step raises before it starts (its rollout is lost, as a killed run's would be)."""
+    """train.py's GRPO stage; halt_after > 0 stops it after that many real steps, as if it were killed then
+    (tests/killed.py)."""
     argv = TINY + ["--stage=grpo", f"--data_dir={base}/data", f"--base_dir={base}/base", f"--out_dir={out}", *extra]
-    if not halt_after:
-        return train.main(argv)
-    real, calls = train.grpo_update, []
-
-    def update(*a, **k):
-        if len(calls) == halt_after:
-            raise Killed
-        calls.append(1)
-        return real(*a, **k)
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
-        mp.setattr(train, "grpo_update", update)
-        train.main(argv)
+    return main_killed_after(train, argv, halt_after) if halt_after else train.main(argv)
 
 
 def weights(path):
