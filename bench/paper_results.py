@@ -108,28 +108,33 @@ def done(argv):
     return False
 
 
+def run_analyses(out, name, s):
+    """(name, argv) of the analyses of one GRPO run, out/name/s<s>/grpo (bench/step_size_map.py's too)."""
+    run, a = f"{out}/{name}/s{s}/grpo", f"{out}/{name}/s{s}/analysis"
+    return [
+        (f"{name}/s{s}/linearity", [PY, "analyze.py", "linearity", f"--run={run}", "--n_probe=64",
+                                    "--threads=1", f"--out={a}/linearity"]),
+        # Eq. 2 both ways: steps 50, 100 -> 150 (alpha 2: is the real step 150 on the line?) and
+        # 100, 150 -> beyond the run (alpha 1.5, 2: steps 175, 200)
+        (f"{name}/s{s}/eq2_inside", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=50", "--t1=100",
+                                     "--alpha=2", *EVAL, f"--out={a}/eq2_inside"]),
+        (f"{name}/s{s}/eq2_beyond", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=100",
+                                     "--t1=150", "--alpha=1,1.5,2", *EVAL, f"--out={a}/eq2_beyond"]),
+        (f"{name}/s{s}/eq1", [PY, "sample.py", "--extrapolate=logits", f"--ckpt0={ckpt_dir(run, 100)}",
+                              f"--ckpt1={ckpt_dir(run, 150)}", "--sweep=true", "--alpha_sweep=1.5,2",
+                              "--eval=1000", "--k=0", "--threads=1", f"--out={a}/eq1.json"]),
+        (f"{name}/s{s}/rank1", [PY, "analyze.py", "rank1", f"--base={ckpt_dir(run, 0)}",
+                                f"--rl={ckpt_dir(run, 150)}", *EVAL, f"--out={a}/rank1"]),
+        (f"{name}/s{s}/alpharl", [PY, "analyze.py", "alpharl", f"--run={run}", "--window=5,8", *EVAL,
+                                  f"--out={a}/alpharl"]),
+    ]
+
+
 def analysis_jobs(out, seeds, dlogp_seed):
     jobs = []
     for regime in REGIMES:
         for s in seeds:
-            run, a = f"{out}/{regime}/s{s}/grpo", f"{out}/{regime}/s{s}/analysis"
-            jobs += [
-                (f"{regime}/s{s}/linearity", [PY, "analyze.py", "linearity", f"--run={run}", "--n_probe=64",
-                                              "--threads=1", f"--out={a}/linearity"]),
-                # Eq. 2 both ways: steps 50, 100 -> 150 (alpha 2: is the real step 150 on the line?) and
-                # 100, 150 -> beyond the run (alpha 1.5, 2: steps 175, 200)
-                (f"{regime}/s{s}/eq2_inside", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=50", "--t1=100",
-                                               "--alpha=2", *EVAL, f"--out={a}/eq2_inside"]),
-                (f"{regime}/s{s}/eq2_beyond", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=100",
-                                               "--t1=150", "--alpha=1,1.5,2", *EVAL, f"--out={a}/eq2_beyond"]),
-                (f"{regime}/s{s}/eq1", [PY, "sample.py", "--extrapolate=logits", f"--ckpt0={ckpt_dir(run, 100)}",
-                                        f"--ckpt1={ckpt_dir(run, 150)}", "--sweep=true", "--alpha_sweep=1.5,2",
-                                        "--eval=1000", "--k=0", "--threads=1", f"--out={a}/eq1.json"]),
-                (f"{regime}/s{s}/rank1", [PY, "analyze.py", "rank1", f"--base={ckpt_dir(run, 0)}",
-                                          f"--rl={ckpt_dir(run, 150)}", *EVAL, f"--out={a}/rank1"]),
-                (f"{regime}/s{s}/alpharl", [PY, "analyze.py", "alpharl", f"--run={run}", "--window=5,8", *EVAL,
-                                            f"--out={a}/alpharl"]),
-            ]
+            jobs += run_analyses(out, regime, s)
         run, a = f"{out}/{regime}/s{dlogp_seed}/grpo", f"{out}/{regime}/s{dlogp_seed}/analysis"
         jobs.append((f"{regime}/s{dlogp_seed}/dlogp", [PY, "analyze.py", "dlogp", f"--base={ckpt_dir(run, 0)}",
                                                        f"--rl={ckpt_dir(run, 150)}", "--n_prompts=200", "--n_eval=500",

@@ -105,27 +105,8 @@ def long_jobs(out, base, points):
 
 
 def analysis_jobs(out, seeds, points=POINTS):
-    """paper_results' analyses of each run, argv for argv (a test checks), paper 1's dlogp left out."""
-    jobs = []
-    for name, *_ in points:
-        for s in seeds:
-            run, a = f"{out}/{name}/s{s}/grpo", f"{out}/{name}/s{s}/analysis"
-            jobs += [
-                (f"{name}/s{s}/linearity", [PY, "analyze.py", "linearity", f"--run={run}", "--n_probe=64",
-                                            "--threads=1", f"--out={a}/linearity"]),
-                (f"{name}/s{s}/eq2_inside", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=50", "--t1=100",
-                                             "--alpha=2", *P.EVAL, f"--out={a}/eq2_inside"]),
-                (f"{name}/s{s}/eq2_beyond", [PY, "analyze.py", "extrapolate", f"--run={run}", "--t0=100",
-                                             "--t1=150", "--alpha=1,1.5,2", *P.EVAL, f"--out={a}/eq2_beyond"]),
-                (f"{name}/s{s}/eq1", [PY, "sample.py", "--extrapolate=logits", f"--ckpt0={P.ckpt_dir(run, 100)}",
-                                      f"--ckpt1={P.ckpt_dir(run, 150)}", "--sweep=true", "--alpha_sweep=1.5,2",
-                                      "--eval=1000", "--k=0", "--threads=1", f"--out={a}/eq1.json"]),
-                (f"{name}/s{s}/rank1", [PY, "analyze.py", "rank1", f"--base={P.ckpt_dir(run, 0)}",
-                                        f"--rl={P.ckpt_dir(run, 150)}", *P.EVAL, f"--out={a}/rank1"]),
-                (f"{name}/s{s}/alpharl", [PY, "analyze.py", "alpharl", f"--run={run}", "--window=5,8", *P.EVAL,
-                                          f"--out={a}/alpharl"]),
-            ]
-    return jobs
+    """paper_results' analyses of each run (P.run_analyses), paper 1's dlogp left out."""
+    return [job for name, *_ in points for s in seeds for job in P.run_analyses(out, name, s)]
 
 
 def done(argv):
