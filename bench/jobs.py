@@ -8,14 +8,22 @@ import time
 from pathlib import Path
 
 
-def run_all(jobs, parallel=2, log_dir="out/logs"):
-    """jobs: list of (name, argv). Runs them, `parallel` at a time; returns {name: seconds}. A failing job
-    stops the others and raises SystemExit with the tail of its log."""
+def run_all(jobs, parallel=2, log_dir="out/logs", needs=None, on_done=None):
+    """jobs: list of (name, argv). Runs them, `parallel` at a time, in list order except that a job waits
+    for the jobs named in needs[name] that are in this list (an analysis for its training run); returns
+    {name: seconds}. on_done(name, seconds) is called as each job finishes. A failing job stops the others
+    and raises SystemExit with the tail of its log."""
     Path(log_dir).mkdir(parents=True, exist_ok=True)
+    needs = needs or {}
     pending, running, seconds, t_start = list(jobs), {}, {}, time.time()
+    waits_on = {name for name, _ in jobs}  # a need outside this list is already met
+
+    def ready(name):
+        return not any(n in waits_on and n not in seconds for n in needs.get(name, ()))
     while pending or running:
-        while pending and len(running) < parallel:
-            name, argv = pending.pop(0)
+        while len(running) < parallel and (job := next((j for j in pending if ready(j[0])), None)):
+            pending.remove(job)
+            name, argv = job
             log = open(Path(log_dir) / f"{name.replace('/', '_')}.log", "w")
             running[name] = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log, time.time(), argv)
             print(f"[{time.time() - t_start:6.0f}s] start {name}: {shlex.join(argv)}", flush=True)
@@ -31,5 +39,8 @@ def run_all(jobs, parallel=2, log_dir="out/logs"):
                     p.kill()
                 tail = Path(log.name).read_text().splitlines()[-15:]
                 sys.exit(f"job {name} failed (exit {proc.returncode}): {shlex.join(argv)}\n" + "\n".join(tail))
-            print(f"[{time.time() - t_start:6.0f}s] done  {name} in {seconds[name]:.0f}s", flush=True)
+            left = len(pending) + len(running)
+            print(f"[{time.time() - t_start:6.0f}s] done  {name} in {seconds[name]:.0f}s; {left} job(s) left", flush=True)
+            if on_done:
+                on_done(name, seconds[name])
     return seconds

@@ -18,14 +18,17 @@ A point whose accuracy is still rising at step 150 (bench/lr_sweep.py's rule) ge
 gains for alpha about 1.3-3 and names no single best one; 2 is what findings.json measures). Each finding
 gets the verdict rule it has in findings.json.
 
-Jobs are bench/jobs.py's (two one-thread jobs at a time); a job whose output exists is skipped, so an
-interrupted run continues where it stopped. The two points equal to paper_results' regimes use its job names
-and commands: with the same --out (default out/paper_results) their finished runs are shared.
+Jobs are bench/jobs.py's (two one-thread jobs at a time), seed by seed (seed 1 of every point first). The map
+is built in parts: as the last job of a (point, seed) ends, its findings and curve go to
+bench/results/step_size_map_parts/<point>_s<seed>.json (small, committed); a part that exists is not run
+again, so the map can be completed across interrupted runs and machines, and a job whose output exists in
+--out is skipped too. The two points equal to paper_results' regimes use its job names and commands: with
+the same --out (default out/paper_results) their finished runs are shared.
 
-Time (an estimate, not yet measured): paper_results measured 47 min for its 2 regimes x 3 seeds on a 2-core
-CPU; the map has 7 points, so about 2.7 h from scratch, about 2 h when paper_results' runs are already in
---out, plus about 10 min per 300-step run of a point still rising. QUICK=1 runs one seed: about a third
-of that (~55 min from scratch). The closing line prints the measured wall time; step_size_map.json keeps it.
+Time: paper_results measured 47 min for its 2 regimes x 3 seeds on a 2-core CPU, so about 8 min of wall
+time per (point, seed) two at a time: about 2.7 h for the 21 parts from scratch, plus about 10 min per
+300-step run of a point still rising. QUICK=1 runs seed 1 only (7 parts, ~55 min) and writes *_quick.*;
+its parts are the full map's seed-1 parts. Each part keeps its jobs' seconds; the map sums them.
 """
 import argparse
 import json
@@ -289,6 +292,56 @@ def machine():
     return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+# -----------------------------------------------------------------------------
+# the parts: one small json per (point, seed), committed, so the map is built in parts on any machine
+
+
+def part_path(results, name, s):
+    return Path(results) / "step_size_map_parts" / f"{name}_s{s}.json"
+
+
+def write_part(results, out, point, s, seconds):
+    """Everything the map needs of one point and seed, read from its finished runs (the checkpoints can go)."""
+    name = point[0]
+    part = {"point": name, "seed": s, "findings": point_seed(out, point, s),
+            "curve": P.eval_curve(Path(out) / name / f"s{s}" / "grpo"), "job_seconds": seconds,
+            "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    path = part_path(results, name, s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(part, indent=1))
+    print(f"part {path.name}: gain {part['findings']['accuracy_gain']:+.3f} in {sum(seconds.values()) / 60:.0f} "
+          f"job-min", flush=True)
+
+
+def unit_jobs(out, base, point, s):
+    """The jobs of one point and seed and what each waits for (an analysis: its training run)."""
+    train, analyses = train_jobs(out, base, [s], [point]), analysis_jobs(out, [s], [point])
+    return train + analyses, {n: {f"{point[0]}/s{s}"} for n, _ in analyses}
+
+
+def run_units(out, base, results, units, parallel):
+    """Runs every unfinished job of the (point, seed) units, seed by seed, two at a time, and writes each
+    unit's part as soon as its last job ends (an interrupted run loses at most the jobs in flight)."""
+    jobs, needs, unit_of, seconds = [], {}, {}, {}
+    for point, s in units:
+        js, nd = unit_jobs(out, base, point, s)
+        jobs += [j for j in js if not done(j[1])]
+        needs.update(nd)
+        unit_of.update({n: (point, s) for n, _ in js})
+        seconds[point, s] = {}
+    left = {u: sum(unit_of[n] == u for n, _ in jobs) for u in units}
+    for u in units:
+        if not left[u]:  # its runs are all there already
+            write_part(results, out, *u, seconds[u])
+
+    def finished(name, sec):
+        u = unit_of[name]
+        seconds[u][name], left[u] = round(sec, 1), left[u] - 1
+        if not left[u]:
+            write_part(results, out, *u, seconds[u])
+    run_all(jobs, parallel, Path(out) / "logs", needs, finished)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--seeds", default="1,2,3")
@@ -297,7 +350,8 @@ def main(argv=None):
     p.add_argument("--out", default="out/paper_results", help="runs (shared with bench/paper_results.py)")
     p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
     p.add_argument("--results", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--report_only", action="store_true", help="re-read finished runs, train nothing")
+    p.add_argument("--report_only", action="store_true", help="build the map from the parts (and finished "
+                   "runs in --out), train nothing")
     p.add_argument("--plot_only", action="store_true", help="re-render the figure from the json")
     args = p.parse_args(argv)
     seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
@@ -306,29 +360,51 @@ def main(argv=None):
     json_path, png_path = results / f"step_size_map{suffix}.json", results / f"step_size_map{suffix}.png"
     if args.plot_only:
         return plot(P.read(json_path), png_path)
-    base = out / "base" if args.report_only else P.ensure_base(out)
-    if not args.report_only:
-        for jobs in (train_jobs(out, base, seeds), analysis_jobs(out, seeds)):
-            run_all([j for j in jobs if not done(j[1])], args.parallel, out / "logs")
-    per_point = {pt: [point_seed(out, pt, s) for s in seeds] for pt in POINTS}
+    units = [(pt, s) for s in seeds for pt in POINTS if not part_path(results, pt[0], s).exists()]
+    if args.report_only:  # parts from runs that finished but were never written up
+        for pt, s in units:
+            if all(done(argv) for _, argv in unit_jobs(out, out / "base", pt, s)[0]):
+                write_part(results, out, pt, s, {})
+    elif units:
+        run_units(out, P.ensure_base(out), results, units, args.parallel)
+    missing = [part_path(results, pt[0], s).name for s in seeds for pt in POINTS
+               if not part_path(results, pt[0], s).exists()]
+    if missing:
+        sys.exit(f"step_size_map: {len(missing)} part(s) still to run ({', '.join(missing)}); "
+                 f"`python bench/step_size_map.py{' --quick' if args.quick else ''}` runs them")
+    parts = {(pt, s): P.read(part_path(results, pt[0], s)) for s in seeds for pt in POINTS}
+    per_point = {pt: [parts[pt, s]["findings"] for s in seeds] for pt in POINTS}
     rising = [pt for pt in POINTS if is_rising(per_point[pt])]
+    long_parts = {pt: part_path(results, pt[0] + "_long", 1) for pt in rising}
     if not args.report_only:  # the points still rising at step 150 run on, once
-        run_all([j for j in long_jobs(out, base, rising) if not done(j[1])], args.parallel, out / "logs")
-    long = {pt: P.eval_curve(out / f"{pt[0]}_long/s1/grpo") for pt in rising
-            if (out / f"{pt[0]}_long/s1/summary.json").exists()}
-    points = [point_record(pt, seeds, per_point[pt], commands_of(pt, seeds, out, base), long.get(pt))
+        todo = [pt for pt in rising if not long_parts[pt].exists()]
+
+        def finished(name, sec):
+            pt = next(pt for pt in todo if name == f"{pt[0]}_long/s1")
+            long_parts[pt].write_text(json.dumps({"point": pt[0], "seed": 1, "steps": LONG_STEPS, "job_seconds": sec,
+                                                  "curve": P.eval_curve(out / f"{pt[0]}_long/s1/grpo")}, indent=1))
+        jobs = long_jobs(out, out / "base", todo)
+        for name, argv in jobs:
+            if done(argv):
+                finished(name, None)
+        run_all([j for j in jobs if not done(j[1])], args.parallel, out / "logs", on_done=finished)
+    long = {pt: P.read(long_parts[pt])["curve"] for pt in rising if long_parts[pt].exists()}
+    points = [point_record(pt, seeds, per_point[pt], commands_of(pt, seeds, out, out / "base"), long.get(pt))
               for pt in POINTS]
+    job_seconds = sum(v for part in parts.values() for v in part["job_seconds"].values())
     data = {"points": points, "base_flags": P.RUN,
             "findings": {f: {"paper": paper, "what": what, "paper_figure": fig, "paper_line": line}
                          for f, _, paper, what, fig, line in FINDINGS},
-            **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}
+            "job_seconds": job_seconds, "machines": sorted({part["machine"] for part in parts.values()}),
+            "dates": sorted({part["date"] for part in parts.values()})}
     results.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(data, indent=1))
     plot(data, png_path)
     for pt in points:
         print(f"{pt['name']:>12} update {pt['update_size']:.1e}: " + ", ".join(
             f"{k} {v['mean']:.3f}" for k, v in pt["findings"].items() if v["mean"] is not None and "steps" not in k))
-    print(f"step_size_map: {len(seeds)} seed(s), {(time.time() - t0) / 60:.1f} min -> {json_path}")
+    print(f"step_size_map: {len(seeds)} seed(s), {job_seconds / 3600:.1f} job-hours in all "
+          f"({(time.time() - t0) / 60:.1f} min this run) -> {json_path}")
 
 
 if __name__ == "__main__":

@@ -67,9 +67,11 @@ def write_point(out, name, s, curve, rx_reset, rx_keep, rw_final):
         path.write_text("\n".join(json.dumps(o) for o in obj) if jsonl else json.dumps(obj))
     d = out / name / f"s{s}"
     put(d / "grpo/metrics.jsonl", [{"step": st, "eval": {"greedy_acc": a}} for st, a in curve], jsonl=True)
+    put(d / "summary.json", {"final_greedy_acc": curve[-1][1]})  # (a finished run has one)
     for opt, rx in (("reset", rx_reset), ("keep", rx_keep)):  # (step, real steps, accuracy)
         put(out / f"rlextra_{opt}_{name}/s{s}/grpo/metrics.jsonl",
             [{"step": st, "real_steps": r, "eval": {"greedy_acc": a}} for st, r, a in rx], jsonl=True)
+        put(out / f"rlextra_{opt}_{name}/s{s}/summary.json", {"final_greedy_acc": rx[-1][2]})
     put(out / f"reweight_lowprob_{name}/s{s}/summary.json", {"final_greedy_acc": rw_final})
     a = d / "analysis"
     put(a / "linearity/report.json", {"weights": {"median": 0.8, "share_above_0.7": 0.6}, "logprobs": {"median": 0.9}})
@@ -156,3 +158,31 @@ def test_the_report_is_written_from_finished_runs_alone(tmp_path, monkeypatch):
     assert paper["dynamic_sampling"] and paper["seeds"] == [1] and paper["still_rising"]  # 0.05 over 50 steps > 2 SE
     assert paper["findings"]["accuracy_gain"]["per_seed"] == [pytest.approx(0.15)]
     assert any(c.startswith("python train.py") and "--dynamic_sampling=true" in c for c in paper["commands"])
+    # each (point, seed) left a part, and the map is rebuilt from the parts alone (no runs needed)
+    assert (tmp_path / "r" / "step_size_map_parts" / "paper_s1.json").exists()
+    M.main(["--quick", f"--out={tmp_path / 'none'}", f"--results={tmp_path / 'r'}", "--report_only"])
+    again = json.loads((tmp_path / "r" / "step_size_map_quick.json").read_text())
+    assert [p["findings"] for p in again["points"]] == [p["findings"] for p in data["points"]]
+
+
+def test_the_map_asks_for_the_parts_still_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="7 part"):
+        M.main(["--quick", f"--out={tmp_path}", f"--results={tmp_path / 'r'}", "--report_only"])
+
+
+def test_a_units_analyses_wait_for_its_run_and_nothing_else():
+    jobs, needs = M.unit_jobs("o", "o/base", POINT["lr1e-5"], 2)
+    assert [n for n, _ in jobs][:4] == ["lr1e-5/s2", "reweight_lowprob_lr1e-5/s2", "rlextra_reset_lr1e-5/s2",
+                                        "rlextra_keep_lr1e-5/s2"]
+    assert len(needs) == 6 and all(v == {"lr1e-5/s2"} for v in needs.values())
+
+
+def test_the_job_pool_starts_a_job_only_after_what_it_needs(tmp_path):
+    from bench.jobs import run_all
+    flag, py = tmp_path / "trained", sys.executable
+    jobs = [("analysis", [py, "-c", f"import pathlib,sys; sys.exit(0 if pathlib.Path({str(flag)!r}).exists() else 3)"]),
+            ("train", [py, "-c", f"import time,pathlib; time.sleep(0.5); pathlib.Path({str(flag)!r}).touch()"])]
+    ended = []
+    seconds = run_all(jobs, 2, tmp_path / "logs", needs={"analysis": {"train", "earlier_job"}},
+                      on_done=lambda name, s: ended.append(name))
+    assert ended == ["train", "analysis"] and set(seconds) == {"train", "analysis"}
