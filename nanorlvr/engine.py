@@ -114,6 +114,23 @@ def prefill_rows(model, prompts, share=True):
     return cache.k[:, inv], cache.v[:, inv], logits[inv]
 
 
+CPU_WORKING_SET = 2 ** 30  # bytes of KV cache and vocabulary-sized temporaries per decode batch on the CPU
+
+
+def rows_within(models, max_len, rows, budget=None):
+    """How many of `rows` to decode at once: on the CPU, as many as keep every model's KV cache (max_len
+    positions a row) and the ~8 vocabulary-sized sampling temporaries a row within `budget` bytes, so a real
+    model's 1,024-row evaluation does not take gigabytes (SmolLM2-135M: ~190 rows of 84 tokens); the toy's
+    batch is never cut. On a GPU the caller's batch stands."""
+    if next(models[0].parameters()).device.type != "cpu":
+        return rows
+    per_row, budget = 0, budget or CPU_WORKING_SET
+    for m in models:
+        c, itemsize = m.config, next(m.parameters()).element_size()
+        per_row += 2 * c.n_layer * c.n_kv_head * c.head_dim * max_len * itemsize + 8 * 4 * c.vocab_size
+    return max(1, min(rows, budget // per_row))
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_ids=(),
              stop_strings=(), decode=None, seed=None, generator=None, batch_size=None,
@@ -148,8 +165,9 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     if static:
         next_token = lambda logits, uu: (*sample(logits[0], uu), None)  # noqa: E731  (one model, nothing fired)
         return decode_fixed([model], prompts, u, next_token, stop_t, batch_size, share_prefix, check_every, static=True)
+    batch_size = rows_within([model], P + max_new_tokens, batch_size or len(prompts))
     return decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode,
-                        batch_size or len(prompts), share_prefix, check_every)
+                        batch_size, share_prefix, check_every)
 
 
 def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decode, batch_size,
@@ -321,7 +339,7 @@ def decode_fixed(models, prompts, u, next_token, stop_t, batch_size=None, share_
     finished rows every check_every tokens. Otherwise rows that stop leave the batch and every cache at
     once (the gates of papers/lockstep.py draw from a generator per running row). Returns the Generation that the
     eager loop would, with `fired` (N, max_new_tokens) when next_token gives it."""
-    n = batch_size or len(prompts)
+    n = rows_within(models, max(len(p) for p in prompts) + u.size(1), batch_size or len(prompts))
     parts = [_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix, check_every, static)
              for i in range(0, len(prompts), n)]
 

@@ -240,3 +240,32 @@ def test_a_budget_per_row_cuts_each_row_where_its_own_budget_ends():
             assert g.tokens[i] == free.tokens[i][:n] and int(g.lengths[i]) == n
             assert bool(g.truncated[i]) == (m < int(free.lengths[i]) or bool(free.truncated[i]) and m == 24)
     assert g.truncated.any() and not g.truncated.all()
+
+
+def test_on_the_cpu_a_batch_is_cut_to_the_working_set_and_the_rows_are_unchanged(monkeypatch):
+    from nanorlvr import engine
+    from nanorlvr.papers.lockstep import generate_lockstep
+    model = tiny()
+    torch.manual_seed(1)
+    other = GPT(model.config).eval()
+    c = model.config
+    per_row = 2 * c.n_layer * c.n_kv_head * c.head_dim * 20 * 4 + 8 * 4 * c.vocab_size  # hand-computed, 20 positions
+    assert engine.rows_within([model], 20, 100, budget=3 * per_row) == 3
+    assert engine.rows_within([model, other], 20, 100, budget=3 * per_row) == 1
+    assert engine.rows_within([model], 20, 2, budget=3 * per_row) == 2  # never more than asked
+    prompts = PROMPTS * 3
+    whole = generate(model, prompts, 12, temperature=1.0, seed=5)
+    pair = generate_lockstep(model, other, prompts, 12, "logits", 1.5, seed=5)
+    monkeypatch.setattr(engine, "CPU_WORKING_SET", 2 * per_row)  # two rows at a time
+    cut = generate(model, prompts, 12, temperature=1.0, seed=5)
+    assert cut.tokens == whole.tokens
+    torch.testing.assert_close(cut.logprobs, whole.logprobs)
+    assert generate_lockstep(model, other, prompts, 12, "logits", 1.5, seed=5).tokens == pair.tokens
+
+
+def test_the_toys_evaluation_batch_is_not_cut():
+    """The quickstart model (4 layers of 128, vocabulary 260) decodes 1,024 rows at once on the CPU at its
+    longest (prompt + budget = its 128 positions), one model or two in lock-step: its figures stay put."""
+    from nanorlvr.engine import rows_within
+    toy = GPT(GPTConfig(arch="llama", vocab_size=260, n_layer=4, n_head=4, n_embd=128, max_seq_len=128))
+    assert rows_within([toy], 128, 1024) == 1024 and rows_within([toy, toy], 96, 1024) == 1024

@@ -136,9 +136,15 @@ def test_extrapolation_alpha_one_evaluates_the_t1_weights(tmp_path):
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"acc": 0.5}
     report, _ = run_extrapolate(tmp_path / "run", tmp_path, fake_eval, 0, 10, [1.0, 2.0])
-    t1 = load_sd(ckpt.step_dir(tmp_path / "run", 10))
+    # the last checkpoint first (alone in memory), then alpha 1 = W_t1 and alpha 2 = W_0 + 2 (W_t1 - W_0),
+    # written into one model
+    t0, t1, last = (load_sd(ckpt.step_dir(tmp_path / "run", s)) for s in (0, 10, 20))
     for name, w in seen[0].items():
+        torch.testing.assert_close(w, last[name], atol=1e-7, rtol=0)
+    for name, w in seen[1].items():
         torch.testing.assert_close(w, t1[name], atol=1e-7, rtol=0)
+    name = "model.layers.0.mlp.up_proj.weight"
+    torch.testing.assert_close(seen[2][name], t0[name] + 2 * (t1[name] - t0[name]), atol=1e-6, rtol=0)
     assert [r["equivalent_step"] for r in report["alphas"]] == [10, 20] and report["last_step"] == 20
 
 
@@ -221,3 +227,17 @@ def test_alpharl_norm_ratio_pools_top_singular_values_over_frobenius_norms_unlik
     assert top1_norm_ratio(base, rl) == pytest.approx((4 + 1) / (5 + 1))
     _, shares = rank_k_state_dict(base, rl, 1)
     assert shares[q] == pytest.approx(16 / 25) and shares[o] == pytest.approx(1.0)  # the other statistic
+
+
+def test_token_metrics_scored_a_chunk_of_tokens_at_a_time_equal_the_one_tensor_path():
+    """A real vocabulary takes the chunked path (bounded memory); it must give the toy's figures."""
+    from nanorlvr.papers.paper1_direction import pair_token_metrics
+    base, rl = tiny(0), tiny(1)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 260, (n,), generator=g).tolist() for n in (3, 5, 4, 6, 2)]
+    completions = [torch.randint(0, 260, (n,), generator=g).tolist() for n in (4, 0, 7, 1, 5)]
+    whole = pair_token_metrics(base, rl, prompts, completions, batch_size=4)
+    chunked = pair_token_metrics(base, rl, prompts, completions, batch_size=4, chunk=3 * 260)  # 3 tokens a chunk
+    assert len(whole["dlogp"]) == 4 + 7 + 1 + 5
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], rtol=1e-5, atol=1e-5)

@@ -230,6 +230,12 @@ class Progress:
         done = step + 1 - self.start
         return secs_str(self.elapsed() / max(done, 1) * (self.total - step - 1))
 
+    def tick(self, step, what):
+        """Logs "what k/total, eta ..." after step `step` when it crosses a tenth of the loop (and at its
+        end): a long loop says how far it is without a line per step."""
+        if (step + 1) * 10 // self.total > step * 10 // self.total or step + 1 == self.total:
+            log(f"  {what} {step + 1}/{self.total}, elapsed {secs_str(self.elapsed())}, eta {self.eta(step)}")
+
 
 def log(msg, file=None):
     """print, flushed; under torchrun on rank 0 only (the other ranks would repeat it)."""

@@ -44,17 +44,22 @@ def _check_keys(*sds):
 
 
 # Paper 2 (arXiv 2601.04537), Eq. 2: weight extrapolation W_t' = W_t0 + alpha (W_t1 - W_t0)
-def extrapolate_weights(sd0, sd1, alpha):
+def extrapolate_weights(sd0, sd1, alpha, into=None):
     """Every floating-point tensor moves to W_t0 + alpha (W_t1 - W_t0); norm tensors (and non-float
-    buffers) are copied from sd1. alpha = (t' - t0) / (t1 - t0); alpha = 1 returns sd1."""
+    buffers) are copied from sd1. alpha = (t' - t0) / (t1 - t0); alpha = 1 returns sd1. into: a model's
+    state dict to write the result into, tensor by tensor (no third full copy of the weights)."""
     _check_keys(sd0, sd1)
-    out = {}
+    out = {} if into is None else into
     for name, w1 in sd1.items():
         if is_norm(name) or not w1.is_floating_point():
-            out[name] = w1.clone()
+            w = w1 if into is not None else w1.clone()
         else:
             w0 = _work(sd0[name])
-            out[name] = (w0 + alpha * (_work(w1) - w0)).to(w1.dtype)
+            w = (w0 + alpha * (_work(w1) - w0)).to(w1.dtype)
+        if into is None:
+            out[name] = w
+        else:
+            into[name].copy_(w)
     return out
 
 

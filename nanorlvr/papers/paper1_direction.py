@@ -19,7 +19,7 @@ import torch
 
 from nanorlvr.infra import checkpoint as ckpt
 from nanorlvr.papers.report import num_str, plot_hist, plot_lines
-from nanorlvr.infra.common import log, secs_str
+from nanorlvr.infra.common import Progress, log, secs_str
 from nanorlvr.engine import generate
 from nanorlvr.papers.lockstep import GATES, lockstep_generate_fn, replacement_ratio
 from nanorlvr.logprobs import pack
@@ -30,6 +30,9 @@ SPARSITY_THRESHOLDS = (0.01, 0.05, 0.1, 0.5, 1.0)
 
 # -----------------------------------------------------------------------------
 # 1. per-token metrics of base- and RL-generated responses
+
+
+LOGITS_PER_CHUNK = 2 ** 22  # vocabulary-sized rows scored at once: token_metrics' ~8 temporaries stay ~128 MB
 
 
 def completion_logits(model, idx, prompt_lens, completion_lens):
@@ -45,19 +48,52 @@ def completion_logits(model, idx, prompt_lens, completion_lens):
     return logits, idx.gather(1, src + 1), mask
 
 
-# Paper 1 (arXiv 2603.22117), token metrics dlogp / KL / entropy of responses scored by both models
-@torch.no_grad()
-def pair_token_metrics(model_base, model_rl, prompts, completions, batch_size=32):
-    """{metric: 1-D tensor over every completion token} with the metrics of stats.token_metrics."""
-    out = {m: [] for m in METRICS}
-    for b in range(0, len(prompts), batch_size):
-        idx, plen, clen = pack(prompts[b:b + batch_size], completions[b:b + batch_size])
-        if int(clen.max()) == 0:
-            continue
+def completion_hidden(model, idx, prompt_lens, completion_lens):
+    """The final hidden state before each real completion token, (n, n_embd) in row-major order (that of
+    tensor[mask]), and the n target ids: lm_head can then be applied a chunk of tokens at a time."""
+    device = next(model.parameters()).device
+    Lc = int(completion_lens.max())
+    j = torch.arange(Lc)
+    mask = j[None, :] < completion_lens[:, None]
+    src = (prompt_lens[:, None] - 1 + j[None, :]).clamp(max=idx.size(1) - 2)
+    rows, cols = mask.nonzero(as_tuple=True)
+    hidden = model(idx[:, :-1].to(device), head=False)
+    return hidden[rows.to(device), src[rows, cols].to(device)], idx.gather(1, src + 1)[rows, cols]
+
+
+def batch_token_metrics(model_base, model_rl, idx, plen, clen, chunk=LOGITS_PER_CHUNK):
+    """stats.token_metrics of one packed batch's completion tokens, each metric a 1-D tensor in row-major
+    order. Where the batch's (rows, tokens, vocab) logits would exceed `chunk` elements (a real vocabulary),
+    lm_head is applied to the completion tokens only, `chunk` logits at a time: the working set stays
+    bounded whatever the vocabulary and batch (the toy takes the one-tensor path)."""
+    vocab = model_base.config.vocab_size
+    if idx.numel() * vocab <= chunk:
         lb, targets, mask = completion_logits(model_base, idx, plen, clen)
         lr, _, _ = completion_logits(model_rl, idx, plen, clen)
-        for name, v in token_metrics(lb, lr, targets).items():
-            out[name].append(v[mask])
+        return {name: v[mask] for name, v in token_metrics(lb, lr, targets).items()}
+    hb, targets = completion_hidden(model_base, idx, plen, clen)
+    hr, _ = completion_hidden(model_rl, idx, plen, clen)
+    n, parts = max(1, chunk // vocab), []
+    for i in range(0, len(targets), n):
+        parts.append(token_metrics(model_base.lm_head(hb[i:i + n]), model_rl.lm_head(hr[i:i + n]),
+                                   targets[i:i + n].to(hb.device)))
+    return {name: torch.cat([p[name].cpu() for p in parts]) for name in METRICS}
+
+
+# Paper 1 (arXiv 2603.22117), token metrics dlogp / KL / entropy of responses scored by both models
+@torch.no_grad()
+def pair_token_metrics(model_base, model_rl, prompts, completions, batch_size=32, chunk=LOGITS_PER_CHUNK):
+    """{metric: 1-D tensor over every completion token} with the metrics of stats.token_metrics, a batch
+    of `batch_size` responses at a time (batch_token_metrics), with a progress line every tenth."""
+    out = {m: [] for m in METRICS}
+    starts = range(0, len(prompts), batch_size)
+    prog = Progress(len(starts))
+    for i, b in enumerate(starts):
+        idx, plen, clen = pack(prompts[b:b + batch_size], completions[b:b + batch_size])
+        if int(clen.max()) > 0:
+            for name, v in batch_token_metrics(model_base, model_rl, idx, plen, clen, chunk).items():
+                out[name].append(v)
+        prog.tick(i, "scoring with both models: batch")
     return {m: torch.cat(v) if v else torch.zeros(0) for m, v in out.items()}
 
 

@@ -30,7 +30,9 @@ def weight_linearity(paths, steps, seed=0):
     one checkpoint at a time: memory is one tensor plus the (entries x checkpoints) trajectories."""
     steps = torch.tensor(steps, dtype=torch.float64)
     r2, counts = {}, {}
-    for i, name in enumerate(ckpt.tensor_names(paths[0])):
+    names = ckpt.tensor_names(paths[0])
+    prog = Progress(len(names))
+    for i, name in enumerate(names):
         idx = None
         rows = []
         for t in ckpt.stream_tensors(paths, name):
@@ -40,6 +42,7 @@ def weight_linearity(paths, steps, seed=0):
         traj = torch.stack(rows, dim=1)  # (entries, checkpoints)
         keep = weight_r2_filter(traj)
         r2[name], counts[name] = r2_vs_step(traj[keep], steps), (int(keep.sum()), len(idx))
+        prog.tick(i, "weight trajectories: tensor")
     return r2, counts
 
 
@@ -141,15 +144,19 @@ def run_extrapolate(run_dir, out, evaluate_fn, t0, t1, alphas, device="cpu"):
     if t1 <= t0:
         raise UsageError(f"need t0 < t1, got {t0}, {t1}")
     last = max(ckpts)
+    # three copies of the weights at most: the last checkpoint is evaluated alone, then W_t0, W_t1 and the
+    # model that each alpha's weights are written into
+    prog = Progress(len(alphas) + 1)
+    r_last = evaluate_fn(ckpt.load_model(ckpts[last], device).eval())
+    log(f"extrapolate: last checkpoint (step {last}) acc {r_last['acc']:.3f}; eta {prog.eta(0)}")
     sd0, sd1 = load_sd(ckpts[t0]), load_sd(ckpts[t1])
     model = ckpt.load_model(ckpts[t1], device).eval()
-    rows, prog = [], Progress(len(alphas))
+    rows = []
     for i, alpha in enumerate(alphas):
-        model.load_state_dict(extrapolate_weights(sd0, sd1, alpha))
+        extrapolate_weights(sd0, sd1, alpha, into=model.state_dict())
         r = evaluate_fn(model)
         rows.append({"alpha": alpha, "equivalent_step": t0 + alpha * (t1 - t0), "acc": r["acc"], "eval": r})
-        log(f"extrapolate alpha {alpha}: acc {r['acc']:.3f}; eta {prog.eta(i)}")
-    r_last = evaluate_fn(ckpt.load_model(ckpts[last], device).eval())
+        log(f"extrapolate alpha {alpha}: acc {r['acc']:.3f}; eta {prog.eta(i + 1)}")
     report = {"run": str(run_dir), "t0": t0, "t1": t1, "last_step": last, "acc_last": r_last["acc"],
               "alphas": rows, "eval_last": r_last}
     plot_lines(Path(out) / "extrapolate.png", {f"W_{t0} + alpha (W_{t1} - W_{t0})": (alphas, [r["acc"] for r in rows])},

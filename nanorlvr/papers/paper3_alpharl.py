@@ -26,10 +26,11 @@ from nanorlvr.papers.extrapolate import alpharl_predict, is_update_matrix, rank_
 # and how much of the RL gain it recovers
 def rank_k_model(base_path, rl_path, k=1, device="cpu"):
     """(model with the rank-k weights on `device`, {matrix: share of the update's energy in its top component})."""
-    sd, shares = rank_k_state_dict(load_sd(base_path), load_sd(rl_path), k)
-    model = ckpt.load_model(base_path, device)
+    model = ckpt.load_model(base_path, "cpu")  # three copies at most: base (in the model), RL, rank-k
+    sd, shares = rank_k_state_dict(model.state_dict(), load_sd(rl_path), k)
     model.load_state_dict(sd)
-    return model.eval(), shares
+    del sd
+    return model.to(device).eval(), shares
 
 
 def top1_norm_ratio(sd_base, sd_rl):
@@ -50,9 +51,12 @@ def run_rank1(base_path, rl_path, out, evaluate_fn, k=1, device="cpu"):
     norm_ratio = top1_norm_ratio(load_sd(base_path), load_sd(rl_path))
     model, shares = rank_k_model(base_path, rl_path, k, device)
     share_t = torch.tensor([s for s in shares.values() if not math.isnan(s)])
+    prog = Progress(3)
     r_rank = evaluate_fn(model)
     del model
+    log(f"rank1: rank-{k} model acc {r_rank['acc']:.3f}; eta {prog.eta(0)}")
     r_base = evaluate_fn(ckpt.load_model(base_path, device).eval())
+    log(f"rank1: base acc {r_base['acc']:.3f}; eta {prog.eta(1)}")
     r_rl = evaluate_fn(ckpt.load_model(rl_path, device).eval())
     recovery = gain_share(r_rank["acc"], r_base["acc"], r_rl["acc"])
     report = {"base": str(base_path), "rl": str(rl_path), "rank": k,
