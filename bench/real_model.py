@@ -14,20 +14,22 @@ the number only, 24 new tokens (TASK below): base greedy 0.26 on 100 held-out pr
 Steps, each a job of bench/jobs.py (one thread each, two at a time; a job whose output exists is skipped and
 a training run killed midway resumes from its last checkpoint, so an interrupted bench continues where it
 stopped):
-  1. lr sweep: SWEEP_LRS for SWEEP_STEPS steps each; the lr is chosen by choose_lr's rule (stated there).
-  2. the run: STEPS GRPO steps from --init_from=data/smollm2/hf at the chosen lr, a checkpoint and a greedy
-     evaluation on N_EVAL held-out problems every 10 steps; step 0's evaluation is the base's.
-  3. on its checkpoints: analyze.py dlogp, linearity, rank1, alpharl, extrapolate (Eq. 2 inside and beyond)
-     and sample.py --extrapolate=logits and --extrapolate=dlogp.
+  1. the runs, the lr sweep at full length: STEPS GRPO steps from --init_from=data/smollm2/hf at each of
+     SWEEP_LRS side by side (seed 1), a checkpoint and a greedy evaluation on N_EVAL held-out problems every
+     10 steps; step 0's evaluation is the base's. The lr is chosen by choose_lr's rule (stated there) on the
+     accuracies at the last step; that run is "the run". With --seeds=1,2 the second seed then runs at it.
+  2. on the run's checkpoints: analyze.py dlogp, linearity, rank1, alpharl, extrapolate (Eq. 2 inside and
+     beyond) and sample.py --extrapolate=logits and --extrapolate=dlogp, two at a time (each holds at most
+     three copies of the model plus a bounded working set: under 4 GB here), each with its peak RSS logged.
 Outputs in bench/results/smollm2/ (metrics.jsonl, summary.json with base_greedy_acc, final_greedy_acc and
-n_eval, learning_curve.png, every analysis' report, findings.json with the "SmolLM2-135M" column); the
-checkpoints (540 MB each) stay under --out, never in git.
+n_eval, learning_curve.png with every lr's curve, every analysis' report, findings.json with the
+"SmolLM2-135M" column); the checkpoints (540 MB each) stay under --out, never in git.
 
 Time (an estimate until measured end to end): a GRPO step took 60-110 s on one thread of a loaded 2-core
-CPU (task_choice.json), a greedy evaluation of 200 problems about 90 s; so the sweep about 1 h (3 x 25 steps,
-two at a time), the run 2-3 h (100 steps, 11 evaluations; a second seed runs beside it), the analyses, one
-at a time for memory, about 1.5 h: 4-6 h in all. Each job's wall time goes into findings.json
-("job_seconds"). Disk: about 6 GB of checkpoints per run under --out.
+CPU (task_choice.json), a greedy evaluation of 200 problems about 90 s; so the two runs side by side about
+1.5-2 h (100 steps and 11 evaluations each), the analyses about 40 min two at a time: about 2.5 h in all,
+one seed. The runs are the long part and cannot be split: start the bench on an otherwise idle machine.
+Each job's wall time goes into findings.json ("job_seconds"). Disk: about 6 GB of checkpoints per run.
 """
 import argparse
 import json
@@ -55,7 +57,7 @@ TASK = ["--n_ops=1", "--max_num=30", "--n_train=2000", "--n_test=250",
 ROLLOUT = ["--prompts_per_step=8", "--group_size=8", "--temperature=0.5", "--micro_batch=16", "--eval_k=0",
            "--threads=1"]
 N_EVAL, STEPS, EVERY = 200, 100, 10
-SWEEP_LRS, SWEEP_STEPS = ("1e-6", "3e-6", "1e-5"), 25
+SWEEP_LRS = ("3e-6", "1e-5")  # the sweep at full length: each lr runs all STEPS, side by side
 EVAL = [f"--n_eval={N_EVAL}", "--k=0", "--threads=1"]  # analyze.py: greedy accuracy on the run's held-out problems
 
 
@@ -97,14 +99,18 @@ def peak_rss_mb(log_dir, names):
     return peaks
 
 
+def run_name(lr, seed):
+    return f"run/lr{lr}/s{seed}"
+
+
 def sweep_jobs(out, seed=1):
-    """The lr sweep: SWEEP_STEPS steps per lr, evaluated at step 0 (the base) and at the end."""
-    return [grpo(out, f"sweep/lr{lr}", seed, lr, SWEEP_STEPS, SWEEP_STEPS, SWEEP_STEPS, f"{out}/data") for lr in SWEEP_LRS]
+    """The runs of the lr sweep: STEPS steps at each of SWEEP_LRS, side by side."""
+    return run_jobs(out, [seed], SWEEP_LRS)
 
 
-def sweep_rows(out):
-    """(lr, base accuracy, accuracy after the sweep's steps) of each sweep run, for choose_lr."""
-    curves = {lr: P.eval_curve(Path(out) / f"sweep/lr{lr}" / "grpo") for lr in SWEEP_LRS}
+def sweep_rows(out, seed=1):
+    """(lr, base accuracy, accuracy at the last step) of each sweep run, for choose_lr."""
+    curves = {lr: P.eval_curve(Path(out) / run_name(lr, seed) / "grpo") for lr in SWEEP_LRS}
     return [(lr, c[0][1], c[-1][1]) for lr, c in curves.items()]
 
 
@@ -122,13 +128,13 @@ def choose_lr(rows):
     return max(kept)[2]
 
 
-def run_jobs(out, seeds, lr):
-    return [grpo(out, f"run/s{s}", s, lr, STEPS, EVERY, EVERY, f"{out}/data") for s in seeds]
+def run_jobs(out, seeds, lrs):
+    return [grpo(out, run_name(lr, s), s, lr, STEPS, EVERY, EVERY, f"{out}/data") for lr in lrs for s in seeds]
 
 
-def analysis_jobs(out, seed):
+def analysis_jobs(out, seed, lr):
     """Every analysis the toy gets, on one run's checkpoints (sizes explicit, not analyze.py's defaults)."""
-    run, a = f"{out}/run/s{seed}/grpo", f"{out}/run/s{seed}/analysis"
+    run, a = f"{out}/{run_name(lr, seed)}/grpo", f"{out}/{run_name(lr, seed)}/analysis"
     first, last = P.ckpt_dir(run, 0), P.ckpt_dir(run, STEPS)
     mid = P.ckpt_dir(run, STEPS // 2)
     return [
@@ -156,9 +162,9 @@ def analysis_jobs(out, seed):
 # the findings: paper_results' keys and verdict rules, in one column
 
 
-def per_seed(out, seed):
+def per_seed(out, seed, lr):
     """One run's numbers under findings.json's keys (RL-Extra and reweighting are not run here: absent)."""
-    run, a = Path(out) / "run" / f"s{seed}" / "grpo", Path(out) / "run" / f"s{seed}" / "analysis"
+    run, a = Path(out) / run_name(lr, seed) / "grpo", Path(out) / run_name(lr, seed) / "analysis"
     return measured(P.eval_curve(run), {name: P.read(a / name / "report.json") for name in
                                         ("linearity", "rank1", "alpharl", "eq2_inside", "eq2_beyond")},
                     P.read(a / "eq1.json"))
@@ -209,15 +215,15 @@ def learning_ok(curve):
 
 
 def plot_curve(curves, path):
-    """Held-out greedy accuracy against step, +- 2 standard errors, one line per seed."""
+    """Held-out greedy accuracy against step, +- 2 standard errors, one line per run ({label: curve})."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for seed, curve in curves.items():
+    for label, curve in curves.items():
         steps, accs = [s for s, _ in curve], [a for _, a in curve]
         err = [2 * math.sqrt(a * (1 - a) / N_EVAL) for a in accs]
-        ax.errorbar(steps, accs, yerr=err, fmt="o-", ms=3, lw=1, capsize=2, label=f"seed {seed}")
+        ax.errorbar(steps, accs, yerr=err, fmt="o-", ms=3, lw=1, capsize=2, label=label)
     ax.set_xlabel("GRPO step")
     ax.set_ylabel(f"greedy accuracy, {N_EVAL} held-out problems")
     ax.set_title(f"{COLUMN}-Instruct, GRPO on the CPU (± 2 SE)", fontsize=9)
@@ -243,32 +249,36 @@ def main(argv=None):
     seconds = {}
     if not args.report_only:
         seconds.update(run_all(pending(sweep_jobs(out, seeds[0])), args.parallel, out / "logs"))
-    sweep = sweep_rows(out)
+    sweep = sweep_rows(out, seeds[0])
     lr = choose_lr(sweep)
-    print(f"lr sweep (lr, base, after {SWEEP_STEPS} steps): {sweep} -> lr {lr}")
+    print(f"lr sweep (lr, base, after {STEPS} steps): {sweep} -> lr {lr}")
+    analyses = [j for s in seeds for j in analysis_jobs(out, s, lr)]
     if not args.report_only:
-        seconds.update(run_all(pending(run_jobs(out, seeds, lr)), args.parallel, out / "logs"))
-        seconds.update(run_all(with_rss(pending([j for s in seeds for j in analysis_jobs(out, s)])),
-                               args.analysis_parallel, out / "logs"))
-    # the results: the first seed's run files and reports (no checkpoints), the column, the curve
+        seconds.update(run_all(pending(run_jobs(out, seeds[1:], [lr])), args.parallel, out / "logs"))
+        seconds.update(run_all(with_rss(pending(analyses)), args.analysis_parallel, out / "logs"))
+    # the results: the first seed's run files and reports (no checkpoints), the column, the curves
     results.mkdir(parents=True, exist_ok=True)
-    first = out / "run" / f"s{seeds[0]}"
+    first = out / run_name(lr, seeds[0])
     shutil.copy(first / "grpo" / "metrics.jsonl", results / "metrics.jsonl")
     shutil.copy(first / "summary.json", results / "summary.json")
     shutil.copytree(first / "analysis", results / "reports", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
-    curves = {s: P.eval_curve(out / "run" / f"s{s}" / "grpo") for s in seeds}
-    plot_curve(curves, results / "learning_curve.png")
-    xs = [per_seed(out, s) for s in seeds]
+    curves = {s: P.eval_curve(out / run_name(lr, s) / "grpo") for s in seeds}
+    others = {f"lr {x}, seed {seeds[0]}": P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS if x != lr}
+    plot_curve({**{f"lr {lr}, seed {s} (the run)": c for s, c in curves.items()}, **others},
+               results / "learning_curve.png")
+    xs = [per_seed(out, s, lr) for s in seeds]
     records = column(xs)
     a = first / "analysis"
     records += P.dlogp_findings({COLUMN: P.read(a / "dlogp/report.json")}, seeds[0], {COLUMN: {
         r["setting"]: r["greedy_acc"] for r in P.read(a / "dlogp_extrapolation.json")["results"]}})
     (results / "findings.json").write_text(json.dumps(
-        {"column": COLUMN, "seeds": seeds, "lr_sweep": {"rows": sweep, "chosen": lr, "steps": SWEEP_STEPS},
+        {"column": COLUMN, "seeds": seeds, "lr": lr,
+         "lr_sweep": {"rows": sweep, "chosen": lr, "steps": STEPS,
+                      "curves": {x: P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS}},
          "flags": TASK + ROLLOUT, "learned": {s: learning_ok(c) for s, c in curves.items()},
          "findings": records, "per_seed": xs, "job_seconds": seconds,
-         "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for s in seeds for n, _ in analysis_jobs(out, s)]),
+         "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for n, _ in analyses]),
          **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}, indent=1))
     for r in records:
         m = r.get("mean")

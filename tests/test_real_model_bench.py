@@ -15,14 +15,16 @@ CHOICE = ROOT / "bench" / "results" / "smollm2" / "task_choice.json"
 
 
 def test_every_run_starts_from_the_pretrained_model_on_the_chosen_task():
-    jobs = R.sweep_jobs("o") + R.run_jobs("o", [1, 2], "3e-6")
-    assert [n for n, _ in jobs] == [f"sweep/lr{lr}" for lr in R.SWEEP_LRS] + ["run/s1", "run/s2"]
+    jobs = R.sweep_jobs("o") + R.run_jobs("o", [2], ["3e-6"])
+    assert [n for n, _ in jobs] == [f"run/lr{lr}/s1" for lr in R.SWEEP_LRS] + ["run/lr3e-6/s2"]
     for _, argv in jobs:
         assert argv[1:4] == ["train.py", "--stage=grpo", "--init_from=data/smollm2/hf"]
         assert set(R.TASK + R.ROLLOUT) <= set(argv) and f"--n_eval={R.N_EVAL}" in argv and R.N_EVAL >= 200
-    run = dict(jobs)["run/s1"]
-    assert {"--lr=3e-6", "--steps=100", "--save_every=10", "--eval_every=10"} <= set(run) and R.STEPS >= 100
-    assert 2 <= len(R.SWEEP_LRS) <= 3 and 20 <= R.SWEEP_STEPS <= 30
+    # the sweep at full length: every lr runs all the steps, with its checkpoints and evaluations
+    for lr in R.SWEEP_LRS:
+        run = dict(jobs)[f"run/lr{lr}/s1"]
+        assert {f"--lr={lr}", "--steps=100", "--save_every=10", "--eval_every=10", "--seed=1"} <= set(run)
+    assert 2 <= len(R.SWEEP_LRS) <= 3 and R.STEPS >= 100
 
 
 def test_the_defaults_are_the_task_that_task_choice_json_chose():
@@ -34,10 +36,10 @@ def test_the_defaults_are_the_task_that_task_choice_json_chose():
 
 
 def test_every_analysis_reads_the_runs_checkpoints_with_explicit_sizes():
-    jobs = dict(R.analysis_jobs("o", 1))
+    jobs = dict(R.analysis_jobs("o", 1, "3e-6"))
     assert set(jobs) == {f"s1/{n}" for n in ("linearity", "rank1", "eq2_inside", "eq2_beyond", "alpharl", "eq1",
                                              "dlogp", "dlogp_extrapolation")}
-    run = "o/run/s1/grpo"
+    run = "o/run/lr3e-6/s1/grpo"
     assert f"--run={run}" in jobs["s1/linearity"] and "--n_probe=32" in jobs["s1/linearity"]
     assert {f"--base={run}/step_000000", f"--rl={run}/step_000100"} <= set(jobs["s1/rank1"]) & set(jobs["s1/dlogp"])
     assert {"--extrapolate=logits", f"--ckpt0={run}/step_000050", f"--ckpt1={run}/step_000100"} <= set(jobs["s1/eq1"])
@@ -46,7 +48,7 @@ def test_every_analysis_reads_the_runs_checkpoints_with_explicit_sizes():
     inside = jobs["s1/eq2_inside"]
     assert {"--t0=40", "--t1=70", "--alpha=2"} <= set(inside)
     for name, argv in jobs.items():  # every evaluation sized here, one thread, an output that P.done can see
-        assert "--threads=1" in argv and any(a.startswith("--out=o/run/s1/analysis/") for a in argv)
+        assert "--threads=1" in argv and any(a.startswith("--out=o/run/lr3e-6/s1/analysis/") for a in argv)
         if name != "s1/linearity":
             assert any(a in argv for a in (f"--n_eval={R.N_EVAL}", f"--eval={R.N_EVAL}"))
 
@@ -104,14 +106,14 @@ def test_the_smollm2_column_follows_findings_json_rules_and_leaves_out_what_is_n
 
 
 def test_a_finished_job_is_skipped_and_a_killed_run_resumes_from_its_checkpoint(tmp_path):
-    done, killed, fresh = R.run_jobs(tmp_path, [1, 2, 3], "1e-6")
-    (tmp_path / "run/s1").mkdir(parents=True)
-    (tmp_path / "run/s1/summary.json").write_text("{}")
-    (tmp_path / "run/s2/grpo").mkdir(parents=True)
-    (tmp_path / "run/s2/grpo/trainer_state.pt").write_bytes(b"")
+    done, killed, fresh = R.run_jobs(tmp_path, [1, 2, 3], ["1e-6"])
+    (tmp_path / "run/lr1e-6/s1").mkdir(parents=True)
+    (tmp_path / "run/lr1e-6/s1/summary.json").write_text("{}")
+    (tmp_path / "run/lr1e-6/s2/grpo").mkdir(parents=True)
+    (tmp_path / "run/lr1e-6/s2/grpo/trainer_state.pt").write_bytes(b"")
     todo = dict(R.pending([done, killed, fresh]))
-    assert set(todo) == {"run/s2", "run/s3"}
-    assert todo["run/s2"] == killed[1] + ["--resume=true"] and todo["run/s3"] == fresh[1]
+    assert set(todo) == {"run/lr1e-6/s2", "run/lr1e-6/s3"}
+    assert todo["run/lr1e-6/s2"] == killed[1] + ["--resume=true"] and todo["run/lr1e-6/s3"] == fresh[1]
 
 
 def test_every_flag_of_every_job_is_one_its_script_accepts():
@@ -124,7 +126,7 @@ def test_every_flag_of_every_job_is_one_its_script_accepts():
     from bench import step_size_map as M
     from nanorlvr.infra.common import UsageError, parse_config
     configs = {"train.py": train.TrainConfig, "sample.py": sample.SampleConfig, "analyze.py": analyze.COMMANDS}
-    jobs = (R.sweep_jobs("o") + R.run_jobs("o", [1], "1e-6") + R.analysis_jobs("o", 1)
+    jobs = (R.sweep_jobs("o") + R.run_jobs("o", [2], ["1e-6"]) + R.analysis_jobs("o", 1, "1e-6")
             + M.train_jobs("o", "o/base", [1]) + M.analysis_jobs("o", [1]) + M.long_jobs("o", "o/base", M.POINTS))
     for _, argv in jobs:
         try:
@@ -138,10 +140,10 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(json.dumps(o) for o in obj) if jsonl else json.dumps(obj))
     out = tmp_path / "out"
-    for lr, after in zip(R.SWEEP_LRS, (0.30, 0.36, 0.20)):
-        put(out / f"sweep/lr{lr}/grpo/metrics.jsonl", [{"step": 0, "eval": {"greedy_acc": 0.3}},
-                                                       {"step": R.SWEEP_STEPS, "eval": {"greedy_acc": after}}], jsonl=True)
-    run = out / "run/s1"
+    lr_run, lr_other = R.SWEEP_LRS[0], R.SWEEP_LRS[1]  # the other lr broke the model: the rule picks the first
+    put(out / f"run/lr{lr_other}/s1/grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 - s / 1000}}
+                                                          for s in range(0, 101, 10)], jsonl=True)
+    run = out / f"run/lr{lr_run}/s1"
     put(run / "grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 + s / 500}} for s in range(0, 101, 10)], jsonl=True)
     put(run / "summary.json", {"base_greedy_acc": 0.3, "final_greedy_acc": 0.4, "n_eval": R.N_EVAL})
     (run / "analysis/rank1").mkdir(parents=True)
@@ -158,7 +160,7 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
     res = tmp_path / "results"
     R.main([f"--out={out}", f"--results={res}", "--report_only"])
     found = json.loads((res / "findings.json").read_text())
-    assert found["lr_sweep"]["chosen"] == "3e-6" and found["learned"] == {"1": True}  # +0.2 on 200: 2 SE is 0.097
+    assert found["lr_sweep"]["chosen"] == lr_run and found["learned"] == {"1": True}  # +0.2 on 200: 2 SE is 0.097
     assert {r["finding"] for r in found["findings"]} >= {"weight_r2_median", "rank1_recovery", "dlogp_separation"}
     assert json.loads((res / "summary.json").read_text())["n_eval"] == R.N_EVAL
     assert (res / "metrics.jsonl").exists() and (res / "learning_curve.png").exists()
