@@ -22,7 +22,9 @@ Jobs are bench/jobs.py's (two one-thread jobs at a time), seed by seed (seed 1 o
 is built in parts: as the last job of a (point, seed) ends, its findings and curve go to
 bench/results/step_size_map_parts/<point>_s<seed>.json (small, committed); a part that exists is not run
 again, so the map can be completed across interrupted runs and machines, and a job whose output exists in
---out is skipped too. The two points equal to paper_results' regimes use its job names and commands: with
+--out is skipped too. Every part starts from one SFT base, kept in bench/results/step_size_map_base/ (3 MB,
+committed): the same command trains other bits on a CPU with other vector units (AVX2, AVX-512), and the
+update size is to be the map's only variable. The two points equal to paper_results' regimes use its job names and commands: with
 the same --out (default out/paper_results) their finished runs are shared.
 
 Time: paper_results measured 47 min for its 2 regimes x 3 seeds on a 2-core CPU, so about 8 min of wall
@@ -283,13 +285,15 @@ def plot(data, path):
 
 
 def machine():
-    """The CPU model, its core count and torch's version, for the record beside a wall time."""
+    """The CPU model, its core count, the vector unit torch's kernels use (AVX2 and AVX-512 compute other
+    bits, so a run repeats bit for bit only on the same one) and torch's version, for the record."""
     import platform
     import torch
     info = Path("/proc/cpuinfo")
     names = [ln.split(":", 1)[1].strip() for ln in (info.read_text().splitlines() if info.exists() else [])
              if ln.startswith("model name")]
-    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return (f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores, "
+            f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
 
 
 # -----------------------------------------------------------------------------
@@ -300,11 +304,34 @@ def part_path(results, name, s):
     return Path(results) / "step_size_map_parts" / f"{name}_s{s}.json"
 
 
+def sha256(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def ensure_map_base(out, results):
+    """The SFT base every part starts from: committed beside the parts (3 MB), since CPUs with other vector
+    units train other bits from the same command, and the map's one controlled variable is the update size.
+    The first run trains it (paper_results' ensure_base) and keeps a copy there; a later run, on any
+    machine, copies it into --out. An --out whose base differs is refused (its runs belong to another map)."""
+    import shutil
+    kept, base = Path(results) / "step_size_map_base", Path(out) / "base"
+    if not (kept / "model.safetensors").exists():
+        shutil.copytree(P.ensure_base(out), kept, dirs_exist_ok=True)
+    elif not (base / "model.safetensors").exists():
+        shutil.copytree(kept, base, dirs_exist_ok=True)
+    elif sha256(base / "model.safetensors") != sha256(kept / "model.safetensors"):
+        sys.exit(f"step_size_map: {base} is not the map's base ({kept}): its runs started elsewhere; use "
+                 "another --out")
+    return base
+
+
 def write_part(results, out, point, s, seconds):
     """Everything the map needs of one point and seed, read from its finished runs (the checkpoints can go)."""
     name = point[0]
     part = {"point": name, "seed": s, "findings": point_seed(out, point, s),
             "curve": P.eval_curve(Path(out) / name / f"s{s}" / "grpo"), "job_seconds": seconds,
+            "base_sha256": sha256(base) if (base := Path(out) / "base" / "model.safetensors").exists() else None,
             "machine": machine(), "date": time.strftime("%Y-%m-%d")}
     path = part_path(results, name, s)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,13 +393,17 @@ def main(argv=None):
             if all(done(argv) for _, argv in unit_jobs(out, out / "base", pt, s)[0]):
                 write_part(results, out, pt, s, {})
     elif units:
-        run_units(out, P.ensure_base(out), results, units, args.parallel)
+        run_units(out, ensure_map_base(out, results), results, units, args.parallel)
     missing = [part_path(results, pt[0], s).name for s in seeds for pt in POINTS
                if not part_path(results, pt[0], s).exists()]
     if missing:
         sys.exit(f"step_size_map: {len(missing)} part(s) still to run ({', '.join(missing)}); "
                  f"`python bench/step_size_map.py{' --quick' if args.quick else ''}` runs them")
     parts = {(pt, s): P.read(part_path(results, pt[0], s)) for s in seeds for pt in POINTS}
+    bases = {part.get("base_sha256") for part in parts.values()}
+    if len(bases) > 1:
+        sys.exit(f"step_size_map: the parts start from {len(bases)} different bases: "
+                 + ", ".join(sorted(f"{pt[0]}_s{s}: {str(part.get('base_sha256'))[:12]}" for (pt, s), part in parts.items())))
     per_point = {pt: [parts[pt, s]["findings"] for s in seeds] for pt in POINTS}
     rising = [pt for pt in POINTS if is_rising(per_point[pt])]
     long_parts = {pt: part_path(results, pt[0] + "_long", 1) for pt in rising}
@@ -395,6 +426,7 @@ def main(argv=None):
     data = {"points": points, "base_flags": P.RUN,
             "findings": {f: {"paper": paper, "what": what, "paper_figure": fig, "paper_line": line}
                          for f, _, paper, what, fig, line in FINDINGS},
+            "base_sha256": bases.pop(),
             "job_seconds": job_seconds, "machines": sorted({part["machine"] for part in parts.values()}),
             "dates": sorted({part["date"] for part in parts.values()})}
     results.mkdir(parents=True, exist_ok=True)

@@ -186,3 +186,33 @@ def test_the_job_pool_starts_a_job_only_after_what_it_needs(tmp_path):
     seconds = run_all(jobs, 2, tmp_path / "logs", needs={"analysis": {"train", "earlier_job"}},
                       on_done=lambda name, s: ended.append(name))
     assert ended == ["train", "analysis"] and set(seconds) == {"train", "analysis"}
+
+
+def test_every_part_starts_from_the_one_committed_base(tmp_path, monkeypatch):
+    def make_base(d, content):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "model.safetensors").write_bytes(content)
+        (d / "config.json").write_text("{}")
+        return d
+    monkeypatch.setattr(P, "ensure_base", lambda out: make_base(Path(out) / "base", b"trained here"))
+    results = tmp_path / "r"
+    M.ensure_map_base(tmp_path / "a", results)  # the first run trains it and keeps a copy
+    assert (results / "step_size_map_base" / "model.safetensors").read_bytes() == b"trained here"
+    base = M.ensure_map_base(tmp_path / "b", results)  # another machine: the kept base, not a new one
+    assert (base / "model.safetensors").read_bytes() == b"trained here"
+    make_base(tmp_path / "c" / "base", b"other bits")
+    with pytest.raises(SystemExit, match="not the map's base"):
+        M.ensure_map_base(tmp_path / "c", results)
+
+
+def test_parts_from_two_bases_do_not_make_one_map(tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "plot", lambda data, path: None)
+    curve = [(s, 0.3 + 0.001 * s) for s in range(0, 151, 10)]
+    for name, *_ in M.POINTS:
+        write_point(tmp_path, name, 1, curve, rx_reset=[(0, 0, 0.3), (150, 75, 0.46)],
+                    rx_keep=[(0, 0, 0.3), (150, 75, 0.44)], rw_final=0.42)
+    M.main(["--quick", f"--out={tmp_path}", f"--results={tmp_path / 'r'}", "--report_only"])
+    part = M.part_path(tmp_path / "r", "fast", 1)
+    part.write_text(json.dumps({**json.loads(part.read_text()), "base_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="2 different bases"):
+        M.main(["--quick", f"--out={tmp_path}", f"--results={tmp_path / 'r'}", "--report_only"])
