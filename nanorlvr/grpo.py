@@ -31,8 +31,8 @@ from nanorlvr.logprobs import completion_logprobs, pack
 from nanorlvr.verifier import reward
 
 # -----------------------------------------------------------------------------
-# the settings of one GRPO step: declared here once, and train.py's flags of the same names (its TrainConfig
-# extends this class). Each opt(...) carries its default, its --help and the values it allows (checked when
+# the settings of one GRPO step: declared here once, and train.py's flags of the same names (TrainConfig,
+# nanorlvr/train_config.py, extends this class). Each opt(...) carries its default, its --help and the values it allows (checked when
 # the flags are parsed, infra/common.parse_config).
 
 
