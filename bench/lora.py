@@ -8,7 +8,9 @@ alpha (32 here, nanorlvr/lora.py). So for each rank r in {1, 8, 64} and each reg
 10x and 30x the regime's full lr (fast 1e-4, paper 1e-5); the lr with the best final greedy accuracy on
 the 1,000 held-out problems wins (a tie goes to the one nearest 10x), and seeds 2 and 3 run at it. Full
 fine-tuning runs at the regime's own lr, seeds 1-3. Every run is bench/paper_results.py's (150 steps, a
-checkpoint and a greedy evaluation every 10) from the same SFT base; only --lora_rank and --lr differ.
+checkpoint and a greedy evaluation every 10) from the step-size map's committed SFT base
+(bench/results/step_size_map_base); only --lora_rank and --lr differ. The full fine-tuning runs and their
+rank-1 models are paper_results' own jobs (names and commands): in a shared --out they are trained once.
 
 Paper 3 by training, for each seed s (the LoRA rank-1 run and the full run of the same seed sample the
 same first rollouts): for every update matrix, with dW_full = W_full(150) - W_0 and dW_lora = W_lora(150)
@@ -28,7 +30,7 @@ Writes bench/results/lora.json (every run's accuracy, time and trainable paramet
 table's records, the cosines) and bench/results/lora.png. Resumable: finished jobs (a summary.json or
 report.json in place) are skipped; two one-thread jobs run at a time.
 
-    python bench/lora.py [--seeds=1,2,3] [--out=out/lora]
+    python bench/lora.py [--seeds=1,2,3] [--out=out/paper_results]
     QUICK=1 python bench/lora.py        # seed 1, fast regime only: the sweep and its analyses (lora_quick.*)
 """
 import argparse
@@ -43,7 +45,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import paper_results as P  # noqa: E402
+from bench import paper_results as P, step_size_map as M  # noqa: E402
 from bench.jobs import run_all  # noqa: E402
 
 RANKS = (1, 8, 64)
@@ -57,12 +59,16 @@ def full_lr(regime):
 
 def run_flags(regime, rank=0, factor=1):
     """train.py flags of a run: the regime's, with LoRA rank `rank` at `factor` x the regime's lr."""
+    if not rank:  # full fine-tuning: the regime's flags as paper_results writes them
+        return list(P.REGIMES[regime])
     flags = [f for f in P.REGIMES[regime] if not f.startswith("--lr=")]
     return flags + [f"--lr={full_lr(regime) * factor:g}"] + ([f"--lora_rank={rank}"] if rank else [])
 
 
 def run_name(regime, rank, factor, seed):
-    return f"{regime}/full/s{seed}" if not rank else f"{regime}/r{rank}_x{factor:g}/s{seed}"
+    """Full fine-tuning runs are paper_results' own (same name, same command): with a shared --out they are
+    trained once for paper_results, the step-size map and this bench."""
+    return f"{regime}/s{seed}" if not rank else f"lora/{regime}/r{rank}_x{factor:g}/s{seed}"
 
 
 def grpo_job(out, base, regime, rank, factor, seed):
@@ -88,15 +94,12 @@ def seed_jobs(out, base, regimes, seeds, chosen):
 
 
 def analysis_jobs(out, regimes, seeds, steps=150):
-    """Paper 3's rank-1 model of each full run (analyze.py rank1 on the same 1,000 held-out problems)."""
-    jobs = []
-    for regime in regimes:
-        for s in seeds:
-            run = Path(out) / run_name(regime, 0, 1, s) / "grpo"
-            jobs.append((f"{regime}/full/s{s}/rank1", [P.PY, "analyze.py", "rank1", f"--base={P.ckpt_dir(run, 0)}",
-                                                       f"--rl={P.ckpt_dir(run, steps)}", *P.EVAL,
-                                                       f"--out={Path(out) / regime / 'full' / f's{s}' / 'rank1'}"]))
-    return jobs
+    """Paper 3's rank-1 model of each full run: paper_results' rank1 job (analyze.py rank1, steps 0 -> 150,
+    the same 1,000 held-out problems), shared with it and the step-size map (a shorter smoke run: its last
+    step instead of 150)."""
+    last = f"step_{steps:06d}"
+    return [(name, [a.replace("step_000150", last) for a in argv]) for regime in regimes for s in seeds
+            for name, argv in P.run_analyses(out, regime, s) if name.endswith("/rank1")]
 
 # -----------------------------------------------------------------------------
 # the records: pure functions of the runs' summaries (tested on hand-made ones)
@@ -191,7 +194,7 @@ def report(out, base, regimes, seeds, chosen, steps=150):
             lora_run = Path(out) / run_name(regime, 1, chosen[regime, 1], s) / "grpo"
             al = alignments(weights(P.ckpt_dir(full_run, 0)), weights(P.ckpt_dir(full_run, steps)),
                             weights(P.ckpt_dir(lora_run, steps)))
-            r1 = P.read(Path(out) / regime / "full" / f"s{s}" / "rank1" / "report.json")
+            r1 = P.read(Path(out) / regime / f"s{s}" / "analysis" / "rank1" / "report.json")
             per_seed.append({"seed": s, "rank1_projection_acc": r1["acc"]["rank1"], "full_acc": r1["acc"]["rl"],
                              "lora_r1_acc": summary(out, run_name(regime, 1, chosen[regime, 1], s))["final_greedy_acc"],
                              **{f"mean_{k}": mean_of(al, k) for k in ("cos", "left", "right", "chance")},
@@ -245,7 +248,8 @@ def main():
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--quick", action="store_true", default=bool(os.environ.get("QUICK")),
                    help="seed 1, fast regime only (also QUICK=1)")
-    p.add_argument("--out", default="out/lora")
+    p.add_argument("--out", default="out/paper_results", help="runs (shared with paper_results and the "
+                   "step-size map: the full fine-tuning runs are theirs)")
     p.add_argument("--parallel", type=int, default=2, help="jobs at once (each on one thread)")
     p.add_argument("--results", default=str(ROOT / "bench" / "results"))
     p.add_argument("--steps", type=int, default=150, help="GRPO steps of every run")
@@ -261,7 +265,7 @@ def main():
     def go(jobs):  # the later of two equal flags wins: the options above override P.RUN and P.EVAL
         run_all([(n, argv + (extra if argv[1] == "train.py" else []) + n_eval) for n, argv in jobs
                  if not P.done(argv)], args.parallel, out / "logs")
-    base = P.ensure_base(out)
+    base = M.ensure_map_base(out, args.results)  # the step-size map's SFT base: one base for every toy bench
     go(sweep_jobs(out, base, regimes, seeds))
     chosen = {(regime, r): choose_factor({f: summary(out, run_name(regime, r, f, seeds[0]))["final_greedy_acc"]
                                           for f in LR_FACTORS}) for regime in regimes for r in RANKS}

@@ -10,7 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import lora as L  # noqa: E402
+from bench import lora as L, paper_results as P  # noqa: E402
 
 
 def flag(argv, name):
@@ -21,15 +21,15 @@ def test_quick_sweep_is_full_plus_three_lrs_around_ten_times_full_for_each_rank(
     jobs = L.sweep_jobs("o", "b", ["fast"], [1])
     names = [n for n, _ in jobs]
     assert len(names) == len(set(names)) == 1 + 3 * 3
-    full = dict(jobs)["fast/full/s1"]
-    assert flag(full, "lr") == "0.0001" and not any(a.startswith("--lora_rank") for a in full)
-    lrs = {(int(flag(a, "lora_rank")), float(flag(a, "lr"))) for n, a in jobs if n != "fast/full/s1"}
+    full = dict(jobs)["fast/s1"]
+    assert float(flag(full, "lr")) == 1e-4 and not any(a.startswith("--lora_rank") for a in full)
+    lrs = {(int(flag(a, "lora_rank")), float(flag(a, "lr"))) for n, a in jobs if n != "fast/s1"}
     assert lrs == {(r, lr) for r in (1, 8, 64) for lr in (3e-4, 1e-3, 3e-3)}
     assert all(flag(a, "seed") == "1" and flag(a, "out_dir") == f"o/{n}" for n, a in jobs)
 
 
 def test_paper_regime_runs_keep_its_flags_and_scale_its_lr():
-    argv = dict(L.seed_jobs("o", "b", ["paper"], [1, 2, 3], {("paper", r): 10 for r in L.RANKS}))["paper/r8_x10/s3"]
+    argv = dict(L.seed_jobs("o", "b", ["paper"], [1, 2, 3], {("paper", r): 10 for r in L.RANKS}))["lora/paper/r8_x10/s3"]
     assert flag(argv, "lr") == "0.0001" and flag(argv, "lora_rank") == "8"
     assert "--n_minibatches=4" in argv and "--dynamic_sampling=true" in argv
     assert [a for a in argv if a.startswith("--lr=")] == ["--lr=0.0001"]  # the regime's own lr replaced
@@ -38,7 +38,7 @@ def test_paper_regime_runs_keep_its_flags_and_scale_its_lr():
 def test_seeds_after_the_first_run_at_the_chosen_lr_only():
     chosen = {("fast", 1): 30, ("fast", 8): 3, ("fast", 64): 10}
     names = [n for n, _ in L.seed_jobs("o", "b", ["fast"], [1, 2, 3], chosen)]
-    assert sorted(names) == sorted(f"fast/r{r}_x{f}/s{s}" for (_, r), f in chosen.items() for s in (2, 3))
+    assert sorted(names) == sorted(f"lora/fast/r{r}_x{f}/s{s}" for (_, r), f in chosen.items() for s in (2, 3))
 
 
 def test_the_best_final_accuracy_wins_and_a_tie_goes_to_ten_times():
@@ -82,3 +82,15 @@ def test_the_table_shows_each_variant_with_its_lr_seeds_and_gain():
     row = L.variant_record([0.5, 0.6], 0.25, [0.45, 0.55], [90.0, 110.0], 9856) | {"lr": 1e-3}
     md = L.table_md({"table": {"fast": {"base_greedy_acc": 0.25, "rows": {"r1": row}}}})
     assert "| r1 | 0.001 | 9,856 | 0.550 +- 0.071 (n=2) | 1.20 | 1.7 min |" in md
+
+
+def test_full_fine_tuning_and_its_rank1_model_are_paper_results_own_jobs():
+    """Shared by name and command with paper_results and the step-size map: trained once in a shared --out."""
+    ours = dict(L.sweep_jobs("o", "o/base", ["fast", "paper"], [1, 2]) + L.analysis_jobs("o", ["fast", "paper"], [1, 2]))
+    theirs = dict(P.train_jobs("o", "o/base", [1, 2]) + P.analysis_jobs("o", [1, 2], 1))
+    shared = set(ours) & set(theirs)
+    assert shared == {f"{r}/s{s}" for r in ("fast", "paper") for s in (1, 2)} | {
+        f"{r}/s{s}/rank1" for r in ("fast", "paper") for s in (1, 2)}
+    assert all(ours[n] == theirs[n] for n in shared)
+    (short,) = [a for n, a in L.analysis_jobs("o", ["fast"], [1], steps=20)]
+    assert "--rl=o/fast/s1/grpo/step_000020" in short

@@ -123,11 +123,12 @@ def test_every_flag_of_every_job_is_one_its_script_accepts():
     import analyze
     import sample
     import train
-    from bench import step_size_map as M
+    from bench import analysis_memory as A, step_size_map as M
     from nanorlvr.infra.common import UsageError, parse_config
     configs = {"train.py": train.TrainConfig, "sample.py": sample.SampleConfig, "analyze.py": analyze.COMMANDS}
     jobs = (R.sweep_jobs("o") + R.run_jobs("o", [2], ["1e-6"]) + R.analysis_jobs("o", 1, "1e-6")
-            + M.train_jobs("o", "o/base", [1]) + M.analysis_jobs("o", [1]) + M.long_jobs("o", "o/base", M.POINTS))
+            + M.train_jobs("o", "o/base", [1]) + M.analysis_jobs("o", [1]) + M.long_jobs("o", "o/base", M.POINTS)
+            + A.jobs("o/grpo", "o/mem", 50, 20, steps=[0, 1, 2, 3]))
     for _, argv in jobs:
         try:
             parse_config(configs[argv[1]], argv[2:])
