@@ -239,6 +239,32 @@ def commands_of(point, seeds, out, base):
     return [shlex.join(["python", *argv[1:]]) for _, argv in jobs]
 
 
+def table_md(data):
+    """The map as a markdown table, rendered from the json alone: a row per finding, a column per point
+    (sorted by update size), each cell mean +- std over seeds and findings.json's verdict."""
+    points = sorted(data["points"], key=lambda p: (p["update_size"], p["steps_per_rollout"], p["dynamic_sampling"]))
+
+    def head(p):
+        ds = " + DS" if p["dynamic_sampling"] else ""
+        return f"{p['lr']:g} x {p['steps_per_rollout']}{ds}"
+
+    def cell(f):
+        if f["mean"] is None:
+            return "-"
+        sd = f" ± {f['std']:.3f}" if f.get("std") is not None else ""
+        verdict = f.get("verdict", "")
+        return f"{f['mean']:.3f}{sd}" + (f" ({verdict})" if verdict and verdict != "-" else "")
+    lines = ["| finding (paper) | " + " | ".join(head(p) for p in points) + " |",
+             "|---|" + "---|" * len(points),
+             "| update size per rollout | " + " | ".join(f"{p['update_size']:.1e}" for p in points) + " |",
+             "| seeds | " + " | ".join(",".join(map(str, p["seeds"])) for p in points) + " |"]
+    for name, meta in data["findings"].items():
+        paper = f" ({meta['paper']})" if meta["paper"] else ""
+        lines.append(f"| {name}{paper} | " + " | ".join(cell(p["findings"][name]) for p in points) + " |")
+    lines.append("| still rising at step 150 | " + " | ".join("yes" if p["still_rising"] else "no" for p in points) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # -----------------------------------------------------------------------------
 # the figure: re-rendered from the json alone
 
@@ -431,6 +457,7 @@ def main(argv=None):
             "dates": sorted({part["date"] for part in parts.values()})}
     results.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(data, indent=1))
+    json_path.with_suffix(".md").write_text(table_md(data))
     plot(data, png_path)
     for pt in points:
         print(f"{pt['name']:>12} update {pt['update_size']:.1e}: " + ", ".join(

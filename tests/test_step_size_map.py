@@ -216,3 +216,15 @@ def test_parts_from_two_bases_do_not_make_one_map(tmp_path, monkeypatch):
     part.write_text(json.dumps({**json.loads(part.read_text()), "base_sha256": "0" * 64}))
     with pytest.raises(SystemExit, match="2 different bases"):
         M.main(["--quick", f"--out={tmp_path}", f"--results={tmp_path / 'r'}", "--report_only"])
+
+
+def test_the_table_is_rendered_from_the_json_alone_sorted_by_update_size():
+    def point(lr, spr, ds, mean):
+        f = {"mean": mean, "std": 0.01, "verdict": "yes"}
+        return {"lr": float(lr), "steps_per_rollout": spr, "dynamic_sampling": ds, "update_size": float(lr) * spr,
+                "seeds": [1, 2, 3], "still_rising": False, "findings": {"weight_r2_median": f}}
+    data = {"points": [point("1e-4", 1, False, 0.5), point("3e-6", 1, False, 0.98), point("1e-5", 4, True, 0.8)],
+            "findings": {"weight_r2_median": {"paper": 2}}}
+    lines = M.table_md(data).splitlines()
+    assert lines[0] == "| finding (paper) | 3e-06 x 1 | 1e-05 x 4 + DS | 0.0001 x 1 |"
+    assert lines[4] == "| weight_r2_median (2) | 0.980 ± 0.010 (yes) | 0.800 ± 0.010 (yes) | 0.500 ± 0.010 (yes) |"
