@@ -40,7 +40,10 @@ def run_all(jobs, parallel=2, log_dir="out/logs", needs=None, on_done=None):
                 tail = Path(log.name).read_text().splitlines()[-15:]
                 sys.exit(f"job {name} failed (exit {proc.returncode}): {shlex.join(argv)}\n" + "\n".join(tail))
             left = len(pending) + len(running)
-            print(f"[{time.time() - t_start:6.0f}s] done  {name} in {seconds[name]:.0f}s; {left} job(s) left", flush=True)
+            # a rough ETA: the mean job so far, `parallel` at a time (training runs take longer than analyses)
+            eta = sum(seconds.values()) / len(seconds) * left / parallel
+            print(f"[{time.time() - t_start:6.0f}s] done  {name} in {seconds[name]:.0f}s; {left} job(s) left, "
+                  f"eta ~{eta / 60:.0f} min", flush=True)
             if on_done:
                 on_done(name, seconds[name])
     return seconds
