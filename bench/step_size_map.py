@@ -275,7 +275,9 @@ def plot(data, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     names = [f[0] for f in FINDINGS]
+    sizes = [p["update_size"] for p in data["points"]]
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(names) / cols), cols, figsize=(4 * cols, 2.8 * math.ceil(len(names) / cols)))
     for ax, (fname, _, paper, what, figure, line) in zip(axes.flat, FINDINGS):
@@ -292,7 +294,9 @@ def plot(data, path):
             ax.axhline(line, color="grey", ls="--", lw=1)
         elif rule(fname)[0] == "gain":
             ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xscale("log")
+        ax.set_xscale("log")  # every panel over the whole axis, decades labelled only
+        ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{fname}" + (f" (paper {paper})" if paper else ""), fontsize=8)
         ax.tick_params(labelsize=7)
         if line is not None:
