@@ -20,7 +20,8 @@ stopped):
      accuracies at the last step; that run is "the run". With --seeds=1,2 the second seed then runs at it.
   2. on the run's checkpoints: analyze.py dlogp, linearity, rank1, alpharl, extrapolate (Eq. 2 inside and
      beyond) and sample.py --extrapolate=logits and --extrapolate=dlogp, two at a time (each holds at most
-     three copies of the model plus a bounded working set: under 4 GB here), each with its peak RSS logged.
+     three copies of the model plus a bounded working set; dlogp's token metrics on SmolLM2 peaked at
+     2.9 GB, bench/RESULTS.md), each with its peak RSS logged.
 Outputs in bench/results/smollm2/ (metrics.jsonl, summary.json with base_greedy_acc, final_greedy_acc and
 n_eval, learning_curve.png with every lr's curve, every analysis' report, findings.json with the
 "SmolLM2-135M" column); the checkpoints (540 MB each) stay under --out, never in git.
@@ -238,8 +239,7 @@ def main(argv=None):
     p.add_argument("--seeds", default="1", help="GRPO seeds of the run (the sweep uses the first)")
     p.add_argument("--out", default="out/real_model", help="runs and checkpoints (never committed)")
     p.add_argument("--parallel", type=int, default=2, help="training jobs at once (each on one thread, ~4 GB)")
-    p.add_argument("--analysis_parallel", type=int, default=1, help="analyses at once (one on SmolLM2 has "
-                                                                   "peaked at 8 GB RSS: one at a time by default)")
+    p.add_argument("--analysis_parallel", type=int, default=2, help="analyses at once (each ~3 GB on SmolLM2)")
     p.add_argument("--results", default=str(ROOT / "bench" / "results" / "smollm2"))
     p.add_argument("--report_only", action="store_true", help="re-read finished runs, train nothing")
     args = p.parse_args(argv)
