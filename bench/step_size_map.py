@@ -413,7 +413,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
     out, results, t0 = Path(args.out), Path(args.results), time.time()
-    suffix = "_quick" if args.quick else ""
+    # the map proper is seeds 1-3; a preview says which seeds it holds (QUICK: seed 1)
+    suffix = "_quick" if args.quick else "" if seeds == [1, 2, 3] else "_seeds" + "".join(map(str, seeds))
     json_path, png_path = results / f"step_size_map{suffix}.json", results / f"step_size_map{suffix}.png"
     if args.plot_only:
         return plot(P.read(json_path), png_path)

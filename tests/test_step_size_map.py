@@ -228,3 +228,15 @@ def test_the_table_is_rendered_from_the_json_alone_sorted_by_update_size():
     lines = M.table_md(data).splitlines()
     assert lines[0] == "| finding (paper) | 3e-06 x 1 | 1e-05 x 4 + DS | 0.0001 x 1 |"
     assert lines[4] == "| weight_r2_median (2) | 0.980 ± 0.010 (yes) | 0.800 ± 0.010 (yes) | 0.500 ± 0.010 (yes) |"
+
+
+def test_a_map_of_fewer_seeds_is_written_under_a_name_that_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "plot", lambda data, path: None)
+    curve = [(s, 0.3 + 0.001 * s) for s in range(0, 151, 10)]
+    for name, *_ in M.POINTS:
+        for s in (1, 2):
+            write_point(tmp_path, name, s, curve, rx_reset=[(0, 0, 0.3), (150, 75, 0.46)],
+                        rx_keep=[(0, 0, 0.3), (150, 75, 0.44)], rw_final=0.42)
+    M.main(["--seeds=1,2", f"--out={tmp_path}", f"--results={tmp_path / 'r'}", "--report_only"])
+    assert (tmp_path / "r" / "step_size_map_seeds12.json").exists()
+    assert not (tmp_path / "r" / "step_size_map.json").exists()
