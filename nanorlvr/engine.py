@@ -13,10 +13,12 @@ top-k / top-p), which GRPO uses as the old policy. static=True is the fixed-batc
 CUDA graphs; the same loop decodes two models in lock-step (papers/lockstep.py: only how the next token is picked
 lives there). logprobs.py recomputes log-probs of given completions with one teacher-forced forward.
 """
+import time
 from dataclasses import dataclass
 
 import torch
 
+from nanorlvr.infra.common import log, secs_str
 from nanorlvr.model import KVCache
 
 
@@ -187,6 +189,7 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
     slots = _Slots(model, prompts, budgets, cache, share_prefix)
     logits = slots.admit(list(range(B)), list(range(B)), t=0)  # the first B rows: one prefill
     t, next_row = 0, B  # t: tokens decoded so far (the loop's step); next_row: the first row still waiting
+    t_start = t_said = time.time()
     while True:
         # sample: each slot's next token from its logits and its row's own uniform, with the log-prob of the
         # distribution it was drawn from (GRPO's old policy); a slot whose row stopped writes padding
@@ -217,6 +220,10 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
             rows = list(range(next_row, next_row + len(refill)))
             logits[torch.tensor(refill, device=device)] = slots.admit(refill, rows, t)
             next_row += len(rows)
+            if time.time() - t_said > 30:  # a long generation (rows waiting for slots) says how far it is
+                t_said = time.time()
+                eta = (t_said - t_start) / next_row * (N - next_row)
+                log(f"  generate: {next_row}/{N} rows started, eta ~{secs_str(eta)}")
     cache.row_pos = None
     return Generation(out_ids, out_lp, lengths, truncated)
 
