@@ -347,8 +347,13 @@ def decode_fixed(models, prompts, u, next_token, stop_t, batch_size=None, share_
     once (the gates of papers/lockstep.py draw from a generator per running row). Returns the Generation that the
     eager loop would, with `fired` (N, max_new_tokens) when next_token gives it."""
     n = rows_within(models, max(len(p) for p in prompts) + u.size(1), batch_size or len(prompts))
-    parts = [_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix, check_every, static)
-             for i in range(0, len(prompts), n)]
+    parts, t_start = [], time.time()
+    for i in range(0, len(prompts), n):
+        parts.append(_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix,
+                                   check_every, static))
+        done, elapsed = min(i + n, len(prompts)), time.time() - t_start
+        if elapsed > 30 and done < len(prompts):  # a long one (a real model, several chunks) says how far it is
+            log(f"  generate: {done}/{len(prompts)} rows done, eta ~{secs_str(elapsed / done * (len(prompts) - done))}")
 
     def cat(field):  # the chunks' tensors of one Generation field, in order (fired: None without a gate)
         return None if getattr(parts[0], field) is None else torch.cat([getattr(p, field) for p in parts])
