@@ -265,6 +265,29 @@ def table_md(data):
     return "\n".join(lines) + "\n"
 
 
+def holds_md(data):
+    """Where each finding holds: for each finding with a verdict rule, the points (by update size) whose
+    findings.json verdict is yes, partly, and no or inside the noise; rendered from the json alone."""
+    points = sorted(data["points"], key=lambda p: (p["update_size"], p["steps_per_rollout"], p["dynamic_sampling"]))
+
+    def label(p):  # 2.5e-6×4+DS: lr, optimizer steps per rollout, dynamic sampling
+        m, e = f"{p['lr']:e}".split("e")
+        return f"{m.rstrip('0').rstrip('.')}e{int(e)}" + (f"×{p['steps_per_rollout']}" if p["steps_per_rollout"] > 1 else "") + (
+            "+DS" if p["dynamic_sampling"] else "")
+    lines = ["| finding (paper) | paper's figure | yes at | partly at | no / inside the noise at |", "|---|---|---|---|---|"]
+    for name, meta in data["findings"].items():
+        verdicts = [(label(p), p["findings"][name].get("verdict")) for p in points]
+        if all(v in (None, "-") for _, v in verdicts):
+            continue  # a statistic without a rule of its own (the top-1 shares)
+
+        def at(*which):
+            return ", ".join(lab for lab, v in verdicts if v in which) or "none"
+        paper = f" ({meta['paper']})" if meta["paper"] else ""
+        lines.append(f"| {name}{paper} | {meta['paper_figure']} | {at('yes')} | {at('partly')} | "
+                     f"{at('no', 'inside the noise', 'not reached')} |")
+    return "\n".join(lines) + "\n"
+
+
 # -----------------------------------------------------------------------------
 # the figure: re-rendered from the json alone
 
@@ -462,7 +485,7 @@ def main(argv=None):
             "dates": sorted({part["date"] for part in parts.values()})}
     results.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(data, indent=1))
-    json_path.with_suffix(".md").write_text(table_md(data))
+    json_path.with_suffix(".md").write_text(table_md(data) + "\n**Where each finding holds** (findings.json's verdicts; lr, ×steps per rollout, +DS dynamic sampling):\n\n" + holds_md(data))
     plot(data, png_path)
     for pt in points:
         print(f"{pt['name']:>12} update {pt['update_size']:.1e}: " + ", ".join(

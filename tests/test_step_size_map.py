@@ -230,6 +230,18 @@ def test_the_table_is_rendered_from_the_json_alone_sorted_by_update_size():
     assert lines[4] == "| weight_r2_median (2) | 0.980 ± 0.010 (yes) | 0.800 ± 0.010 (yes) | 0.500 ± 0.010 (yes) |"
 
 
+def test_where_each_finding_holds_lists_the_points_by_their_verdicts():
+    def point(lr, spr, ds, verdict):
+        return {"lr": float(lr), "steps_per_rollout": spr, "dynamic_sampling": ds, "update_size": float(lr) * spr,
+                "findings": {"weight_r2_median": {"verdict": verdict}, "top1_energy_share": {"verdict": "-"}}}
+    data = {"points": [point("1e-4", 1, False, "no"), point("2.5e-6", 4, False, "yes"), point("3e-6", 1, False, "yes"),
+                       point("1e-5", 4, True, "inside the noise")],
+            "findings": {"weight_r2_median": {"paper": 2, "paper_figure": "~0.9"},
+                         "top1_energy_share": {"paper": 3, "paper_figure": "(dominant)"}}}
+    lines = M.holds_md(data).splitlines()
+    assert lines[2:] == ["| weight_r2_median (2) | ~0.9 | 3e-6, 2.5e-6×4 | none | 1e-5×4+DS, 1e-4 |"]  # no rule: no row
+
+
 def test_a_map_of_fewer_seeds_is_written_under_a_name_that_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(M, "plot", lambda data, path: None)
     curve = [(s, 0.3 + 0.001 * s) for s in range(0, 151, 10)]
