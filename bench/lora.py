@@ -27,8 +27,14 @@ and, side by side, the held-out greedy accuracy of (a) the rank-1 projection of 
 (`analyze.py rank1`, paper 3's rank-1 model) and (b) the rank-1 LoRA model itself.
 
 Writes bench/results/lora.json (every run's accuracy, time and trainable parameters, the chosen lrs, the
-table's records, the cosines) and bench/results/lora.png. Resumable: finished jobs (a summary.json or
-report.json in place) are skipped; two one-thread jobs run at a time.
+table's records, the cosines) and bench/results/lora.png. Built in parts, like the step-size map: as a run
+ends, its summary and curve go to bench/results/lora_parts/<run>.json, and each seed's paper-3 comparison to
+lora_parts/paper3_<regime>_s<seed>.json (small, committed); a run whose part holds its command is not run
+again (unless a missing paper-3 comparison needs its weights), so the bench completes across interrupted
+runs, sessions and machines. Two one-thread jobs run at a time.
+
+Time: 6 full and 30 LoRA runs of 150 steps (about 6 job-minutes each on a 2-core CPU) and 6 rank-1
+analyses: about 2 h of wall time from scratch, two jobs at a time; QUICK=1 about 40 minutes.
 
     python bench/lora.py [--seeds=1,2,3] [--out=out/paper_results]
     QUICK=1 python bench/lora.py        # seed 1, fast regime only: the sweep and its analyses (lora_quick.*)
@@ -149,8 +155,36 @@ def mean_of(per_matrix: dict, key) -> float:
 # report
 
 
-def summary(out, name):
-    return P.read(Path(out) / name / "summary.json")
+# -----------------------------------------------------------------------------
+# the parts: what the report needs of each run and of each seed's paper-3 comparison (the checkpoints can go)
+
+
+def part_path(results, name):
+    return Path(results) / "lora_parts" / (name.replace("/", "_") + ".json")
+
+
+def write_part(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**record, "machine": M.machine(), "date": time.strftime("%Y-%m-%d")}
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def run_part(results, name, argv):
+    """The part of a run if it holds this very command (without the interpreter's path), else None."""
+    path = part_path(results, name)
+    part = P.read(path) if path.exists() else None
+    return part if part and part.get("command") == argv[1:] else None
+
+
+def save_run(results, out, name, argv, seconds=None):
+    """A finished run's part: its summary's accuracies and wall time, its held-out curve, the base's hash."""
+    keys = ("base_greedy_acc", "final_greedy_acc", "wall_seconds", "n_eval", "steps", "real_steps")
+    s, base = P.read(Path(out) / name / "summary.json"), Path(out) / "base" / "model.safetensors"
+    return write_part(part_path(results, name), {
+        "name": name, "command": argv[1:], "summary": {k: s[k] for k in keys if k in s},
+        "curve": P.eval_curve(Path(out) / name / "grpo"), "job_seconds": seconds,
+        "base_sha256": M.sha256(base) if base.exists() else None})
 
 
 def weights(path):
@@ -168,41 +202,44 @@ def trainable_params(base, rank):
     return lora.count_adapter_params(mcfg, rank) if rank else n
 
 
-def report(out, base, regimes, seeds, chosen, steps=150):
+def report(out, base, regimes, seeds, chosen, summary, paper3_seed):
+    """summary(name): a run's summary (from its part); paper3_seed(regime, s): one seed's paper-3 record."""
     recs = {"lr_rule": f"seed {seeds[0]}: {', '.join(f'{f}x' for f in LR_FACTORS)} the regime's full lr, best final "
                        f"greedy accuracy (tie: nearest {CENTRE}x); other seeds at the winner",
             "chosen_lr": {}, "sweep": {}, "table": {}, "paper3": {}}
     for regime in regimes:
-        full = [summary(out, run_name(regime, 0, 1, s)) for s in seeds]
+        full = [summary(run_name(regime, 0, 1, s)) for s in seeds]
         base_acc = full[0]["base_greedy_acc"]
         full_finals = [x["final_greedy_acc"] for x in full]
         rows = {"full": variant_record(full_finals, base_acc, full_finals, [x["wall_seconds"] for x in full],
                                        trainable_params(base, 0)) | {"lr": full_lr(regime)}}
         for r in RANKS:
             f = chosen[regime, r]
-            recs["sweep"][f"{regime}/r{r}"] = {f"{g}x": summary(out, run_name(regime, r, g, seeds[0]))["final_greedy_acc"]
+            recs["sweep"][f"{regime}/r{r}"] = {f"{g}x": summary(run_name(regime, r, g, seeds[0]))["final_greedy_acc"]
                                                for g in LR_FACTORS}
             recs["chosen_lr"][f"{regime}/r{r}"] = full_lr(regime) * f
-            runs = [summary(out, run_name(regime, r, f, s)) for s in seeds]
+            runs = [summary(run_name(regime, r, f, s)) for s in seeds]
             rows[f"r{r}"] = variant_record([x["final_greedy_acc"] for x in runs], base_acc, full_finals,
                                            [x["wall_seconds"] for x in runs], trainable_params(base, r)) | {
                                                "lr": full_lr(regime) * f}
         recs["table"][regime] = {"base_greedy_acc": base_acc, "rows": rows}
-        per_seed = []
-        for s in seeds:  # paper 3: the rank-1 LoRA update against the full update's top direction
-            full_run = Path(out) / run_name(regime, 0, 1, s) / "grpo"
-            lora_run = Path(out) / run_name(regime, 1, chosen[regime, 1], s) / "grpo"
-            al = alignments(weights(P.ckpt_dir(full_run, 0)), weights(P.ckpt_dir(full_run, steps)),
-                            weights(P.ckpt_dir(lora_run, steps)))
-            r1 = P.read(Path(out) / regime / f"s{s}" / "analysis" / "rank1" / "report.json")
-            per_seed.append({"seed": s, "rank1_projection_acc": r1["acc"]["rank1"], "full_acc": r1["acc"]["rl"],
-                             "lora_r1_acc": summary(out, run_name(regime, 1, chosen[regime, 1], s))["final_greedy_acc"],
-                             **{f"mean_{k}": mean_of(al, k) for k in ("cos", "left", "right", "chance")},
-                             "per_matrix": al})
+        per_seed = [paper3_seed(regime, s) for s in seeds]  # paper 3: the rank-1 LoRA update vs the full one
         recs["paper3"][regime] = {"per_seed": per_seed, **{
             k: P.mean_sd([x[k] for x in per_seed])[:2]
             for k in ("rank1_projection_acc", "lora_r1_acc", "full_acc", "mean_cos", "mean_left", "mean_right")}}
     return recs
+
+
+def paper3_record(out, regime, s, lora_name, lora_acc, steps=150):
+    """Paper 3 for one seed: the rank-1 LoRA update against the full update's top direction, matrix by matrix,
+    and the accuracies of the rank-1 projection of the full update, the full run and the rank-1 LoRA run."""
+    full_run, lora_run = Path(out) / run_name(regime, 0, 1, s) / "grpo", Path(out) / lora_name / "grpo"
+    al = alignments(weights(P.ckpt_dir(full_run, 0)), weights(P.ckpt_dir(full_run, steps)),
+                    weights(P.ckpt_dir(lora_run, steps)))
+    r1 = P.read(Path(out) / regime / f"s{s}" / "analysis" / "rank1" / "report.json")
+    return {"seed": s, "lora_run": lora_name, "steps": steps, "rank1_projection_acc": r1["acc"]["rank1"],
+            "full_acc": r1["acc"]["rl"], "lora_r1_acc": lora_acc,
+            **{f"mean_{k}": mean_of(al, k) for k in ("cos", "left", "right", "chance")}, "per_matrix": al}
 
 
 def table_md(recs):
@@ -261,20 +298,59 @@ def main():
     regimes = ["fast"] if args.quick else list(P.REGIMES)
     out, t0, extra = Path(args.out), time.time(), args.train_flags.split() + [f"--steps={args.steps}"]
     n_eval = [f"--n_eval={args.n_eval}"]
+    results, argvs = Path(args.results), {}
 
-    def go(jobs):  # the later of two equal flags wins: the options above override P.RUN and P.EVAL
-        run_all([(n, argv + (extra if argv[1] == "train.py" else []) + n_eval) for n, argv in jobs
-                 if not P.done(argv)], args.parallel, out / "logs")
-    base = M.ensure_map_base(out, args.results)  # the step-size map's SFT base: one base for every toy bench
-    go(sweep_jobs(out, base, regimes, seeds))
-    chosen = {(regime, r): choose_factor({f: summary(out, run_name(regime, r, f, seeds[0]))["final_greedy_acc"]
+    def with_options(jobs):  # the later of two equal flags wins: the options above override P.RUN and P.EVAL
+        jobs = [(n, argv + (extra if argv[1] == "train.py" else []) + n_eval) for n, argv in jobs]
+        argvs.update(jobs)
+        return jobs
+
+    def go(jobs, keep=()):
+        """Run the jobs not finished in --out whose part (a run's) is missing or holds another command;
+        `keep`: runs whose weights a missing paper-3 comparison needs, rerun if their folder is gone."""
+        for n, argv in jobs:  # finished before their part was written
+            if argv[1] == "train.py" and P.done(argv) and not run_part(results, n, argv):
+                save_run(results, out, n, argv)
+        todo = [(n, argv) for n, argv in jobs if not P.done(argv) and (
+            argv[1] != "train.py" or n in keep or not run_part(results, n, argv))]
+        run_all(todo, args.parallel, out / "logs", on_done=lambda n, sec: (
+            save_run(results, out, n, argvs[n], sec) if argvs[n][1] == "train.py" else None))
+
+    def summary(name):
+        return run_part(results, name, argvs[name])["summary"]
+
+    # 1. full runs and the seed-1 lr sweep; the sweep's parts suffice to choose each rank's lr
+    # the step-size map's committed SFT base (bench/results/step_size_map_base): one base for every toy bench
+    base = M.ensure_map_base(out, ROOT / "bench" / "results")
+    sweep = with_options(sweep_jobs(out, base, regimes, seeds))
+    go(sweep)
+    chosen = {(regime, r): choose_factor({f: summary(run_name(regime, r, f, seeds[0]))["final_greedy_acc"]
                                           for f in LR_FACTORS}) for regime in regimes for r in RANKS}
-    go(seed_jobs(out, base, regimes, seeds, chosen))
-    go(analysis_jobs(out, regimes, seeds, args.steps))
-    recs = report(out, base, regimes, seeds, chosen, args.steps)
+    r1_name = {(regime, s): run_name(regime, 1, chosen[regime, 1], s) for regime in regimes for s in seeds}
+    later = with_options(seed_jobs(out, base, regimes, seeds, chosen))
+
+    # 2. seeds 2-3 at the chosen lrs; a missing paper-3 part (of these two very runs) needs their weights
+    def paper3_path(regime, s):
+        return part_path(results, f"paper3_{regime}_s{s}")
+
+    def paper3_commands(regime, s):
+        return [argvs[run_name(regime, 0, 1, s)][1:], argvs[r1_name[regime, s]][1:]]
+    todo3 = [(regime, s) for regime in regimes for s in seeds if not (
+        paper3_path(regime, s).exists() and P.read(paper3_path(regime, s)).get("commands") == paper3_commands(regime, s))]
+    go(sweep + later, keep={n for regime, s in todo3 for n in (run_name(regime, 0, 1, s), r1_name[regime, s])})
+
+    # 3. paper 3: the rank-1 model of each full run, then the alignments, each seed's into its part
+    go(with_options([job for regime, s in todo3 for job in analysis_jobs(out, [regime], [s], args.steps)]))
+
+    def paper3_seed(regime, s):
+        if (regime, s) in todo3:
+            write_part(paper3_path(regime, s), {"commands": paper3_commands(regime, s), **paper3_record(
+                out, regime, s, r1_name[regime, s], summary(r1_name[regime, s])["final_greedy_acc"], args.steps)})
+        return P.read(paper3_path(regime, s))
+    recs = report(out, base, regimes, seeds, chosen, summary, paper3_seed)
     recs.update(seeds=seeds, regimes={r: P.RUN + P.REGIMES[r] for r in regimes}, steps=args.steps,
                 n_eval=args.n_eval, train_flags=args.train_flags, wall_seconds=time.time() - t0)
-    results, suffix = Path(args.results), "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else ""
     results.mkdir(parents=True, exist_ok=True)
     (results / f"lora{suffix}.json").write_text(json.dumps(recs, indent=1))
     plot(recs, results / f"lora{suffix}.png")

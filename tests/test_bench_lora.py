@@ -1,6 +1,7 @@
 """bench/lora.py on hand-made inputs: the runs it schedules (the lr rule: 3x, 10x, 30x the regime's full lr
 for seed 1, the winner for seeds 2-3), the rule's choice, a table row, and the paper-3 alignment of a LoRA
 update with the full update's top singular direction."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -94,3 +95,20 @@ def test_full_fine_tuning_and_its_rank1_model_are_paper_results_own_jobs():
     assert all(ours[n] == theirs[n] for n in shared)
     (short,) = [a for n, a in L.analysis_jobs("o", ["fast"], [1], steps=20)]
     assert "--rl=o/fast/s1/grpo/step_000020" in short
+
+
+def test_a_finished_runs_part_keeps_its_summary_and_curve_and_answers_only_for_its_command(tmp_path):
+    name, argv = L.grpo_job(tmp_path, tmp_path / "base", "fast", 1, 10, 1)
+    run = tmp_path / name
+    (run / "grpo").mkdir(parents=True)
+    (run / "grpo" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 0, "eval": {"greedy_acc": 0.30}}, {"step": 5, "reward": 0.4}, {"step": 10, "eval": {"greedy_acc": 0.41}}]))
+    (run / "summary.json").write_text(json.dumps({"base_greedy_acc": 0.30, "final_greedy_acc": 0.41,
+                                                  "wall_seconds": 12.5, "n_eval": 1000, "base_avg8": 0.2}))
+    part = L.save_run(tmp_path / "r", tmp_path, name, argv, seconds=13.0)
+    assert part["summary"] == {"base_greedy_acc": 0.30, "final_greedy_acc": 0.41, "wall_seconds": 12.5, "n_eval": 1000}
+    back = L.run_part(tmp_path / "r", name, argv)  # read back from the committed file
+    assert back["curve"] == [[0, 0.30], [10, 0.41]] and back["job_seconds"] == 13.0 and back["machine"]
+    assert L.run_part(tmp_path / "r", name, ["/other/python", *argv[1:]]) is not None  # the interpreter may differ
+    assert L.run_part(tmp_path / "r", name, argv + ["--steps=3"]) is None  # another command: run again
+    assert L.run_part(tmp_path / "r", "lora/fast/r8_x10/s1", argv) is None
