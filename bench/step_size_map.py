@@ -27,9 +27,8 @@ committed): the same command trains other bits on a CPU with other vector units 
 update size is to be the map's only variable. The two points equal to paper_results' regimes use its job names and commands: with
 the same --out (default out/paper_results) their finished runs are shared.
 
-Time: paper_results measured 47 min for its 2 regimes x 3 seeds on a 2-core CPU, so about 8 min of wall
-time per (point, seed) two at a time: about 2.7 h for the 21 parts from scratch, plus about 10 min per
-300-step run of a point still rising. QUICK=1 runs seed 1 only (7 parts, ~55 min) and writes *_quick.*;
+Time: the 21 parts and the one 300-step run took 5.5 job-hours on 2-core CPUs (2026-12-03), so about 2.8 h
+of wall time from scratch, two jobs at a time (about 8 min per (point, seed), 6 min per 300-step run). QUICK=1 runs seed 1 only (7 parts, ~55 min) and writes *_quick.*;
 its parts are the full map's seed-1 parts. Each part keeps its jobs' seconds; the map sums them.
 """
 import argparse
