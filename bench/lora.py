@@ -120,10 +120,16 @@ def variant_record(finals, base_acc, full_finals, seconds, trainable):
     """One row of the table: final greedy accuracy mean +- std over seeds, the gain over the base relative
     to full fine-tuning's mean gain, mean wall seconds, trainable parameters."""
     m, sd, n = P.mean_sd(finals)
-    fm = P.mean_sd(full_finals)[0]
+    fm, fsd, fn = P.mean_sd(full_finals)
     rel = (m - base_acc) / (fm - base_acc) if fm is not None and fm != base_acc else None
+    # against full fine-tuning: the difference of the two means, real only beyond 2 standard errors of it
+    se = math.sqrt(sd ** 2 / n + fsd ** 2 / fn) if n > 1 and fn > 1 else None
+    diff = m - fm
+    verdict = ("1 seed: no verdict" if se is None else "above full" if diff > 2 * se else
+               "below full" if diff < -2 * se else "inside the noise")
     return {"final_greedy_acc": finals, "mean": m, "std": sd, "seeds": n, "gain": m - base_acc,
-            "gain_vs_full": rel, "wall_seconds": P.mean_sd(seconds)[0], "trainable": trainable}
+            "gain_vs_full": rel, "minus_full": diff, "minus_full_2se": 2 * se if se is not None else None,
+            "vs_full": verdict, "wall_seconds": P.mean_sd(seconds)[0], "trainable": trainable}
 
 
 @torch.no_grad()
@@ -243,16 +249,32 @@ def paper3_record(out, regime, s, lora_name, lora_acc, steps=150):
 
 
 def table_md(recs):
+    """The results as markdown, from the json alone: per regime a row per variant (the seed-1 sweep beside
+    it), then paper 3 seed by seed."""
     lines = []
     for regime, t in recs["table"].items():
         lines += [f"\n{P.TITLES[regime]}; base greedy {t['base_greedy_acc']:.3f}\n",
-                  "| variant | lr | trainable | final greedy (mean +- std) | gain vs full | wall time |",
-                  "|---|---|---|---|---|---|"]
+                  "| variant | lr | seed 1 at " + " / ".join(f"{f}x" for f in LR_FACTORS) + " | trainable | "
+                  "final greedy (mean ± std) | gain vs full's | minus full (± 2 SE) | wall time |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, r in t["rows"].items():
-            sd = f" +- {r['std']:.3f}" if r["std"] is not None else ""
+            sd = f" ± {r['std']:.3f}" if r["std"] is not None else ""
             rel = f"{r['gain_vs_full']:.2f}" if r["gain_vs_full"] is not None else "-"
-            lines.append(f"| {name} | {r['lr']:g} | {r['trainable']:,} | {r['mean']:.3f}{sd} (n={r['seeds']}) | "
-                         f"{rel} | {r['wall_seconds'] / 60:.1f} min |")
+            sweep = recs["sweep"].get(f"{regime}/{name}")
+            sweep = " / ".join(f"{a:.3f}" for a in sweep.values()) if sweep else "-"
+            diff = ("-" if name == "full" else f"{r['minus_full']:+.3f}" + (
+                f" ± {r['minus_full_2se']:.3f}" if r.get("minus_full_2se") is not None else "") + f" ({r['vs_full']})")
+            lines.append(f"| {name} | {r['lr']:g} | {sweep} | {r['trainable']:,} | {r['mean']:.3f}{sd} (n={r['seeds']}) | "
+                         f"{rel} | {diff} | {r['wall_seconds'] / 60:.1f} min |")
+    for regime, r in recs["paper3"].items():
+        lines += [f"\nPaper 3 by training, {regime} regime: greedy accuracy of the rank-1 projection of the full "
+                  "update, of the rank-1 LoRA run and of the full run; mean over matrices of |cos(ΔW_lora, u1 v1ᵀ)| "
+                  "and of the top singular vectors' alignments\n",
+                  "| seed | rank-1 projection of full | LoRA rank 1 | full | mean cos | left | right | cos by chance |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for x in r["per_seed"]:
+            lines.append(f"| {x['seed']} | {x['rank1_projection_acc']:.3f} | {x['lora_r1_acc']:.3f} | {x['full_acc']:.3f} | "
+                         f"{x['mean_cos']:.3f} | {x['mean_left']:.3f} | {x['mean_right']:.3f} | {x['mean_chance']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -353,6 +375,7 @@ def main():
     suffix = "_quick" if args.quick else ""
     results.mkdir(parents=True, exist_ok=True)
     (results / f"lora{suffix}.json").write_text(json.dumps(recs, indent=1))
+    (results / f"lora{suffix}.md").write_text(table_md(recs))
     plot(recs, results / f"lora{suffix}.png")
     print(table_md(recs))
     for regime, r in recs["paper3"].items():

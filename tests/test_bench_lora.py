@@ -81,8 +81,18 @@ def test_alignments_cover_the_projection_matrices_only():
 
 def test_the_table_shows_each_variant_with_its_lr_seeds_and_gain():
     row = L.variant_record([0.5, 0.6], 0.25, [0.45, 0.55], [90.0, 110.0], 9856) | {"lr": 1e-3}
-    md = L.table_md({"table": {"fast": {"base_greedy_acc": 0.25, "rows": {"r1": row}}}})
-    assert "| r1 | 0.001 | 9,856 | 0.550 +- 0.071 (n=2) | 1.20 | 1.7 min |" in md
+    md = L.table_md({"table": {"fast": {"base_greedy_acc": 0.25, "rows": {"r1": row}}}, "paper3": {},
+                     "sweep": {"fast/r1": {"3x": 0.4, "10x": 0.5, "30x": 0.45}}})
+    # 0.55 - 0.50, 2 SE = 2 sqrt(0.0707² / 2 + 0.0707² / 2) = 0.141
+    assert ("| r1 | 0.001 | 0.400 / 0.500 / 0.450 | 9,856 | 0.550 ± 0.071 (n=2) | 1.20 | +0.050 ± 0.141 "
+            "(inside the noise) | 1.7 min |") in md
+
+
+def test_a_variant_counts_as_below_full_fine_tuning_only_beyond_two_standard_errors():
+    def vs(finals):
+        return L.variant_record(finals, 0.25, [0.45, 0.46, 0.47], [1.0] * 3, 1)["vs_full"]
+    assert vs([0.30, 0.31, 0.32]) == "below full" and vs([0.44, 0.46, 0.48]) == "inside the noise"
+    assert vs([0.50, 0.51, 0.52]) == "above full" and vs([0.40]) == "1 seed: no verdict"
 
 
 def test_full_fine_tuning_and_its_rank1_model_are_paper_results_own_jobs():
