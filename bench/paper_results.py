@@ -372,12 +372,13 @@ SHORT = ("weight_r2_median", "logprob_r2_median", "eq2_beyond_1.5", "eq1_1.5", "
          "rank1_recovery", "alpharl_w80", "reweight_lowprob", "dlogp_separation", "dlogp_replacement")
 
 
-def short_table(records):
-    """The README's results table: the finding, the paper's figure, ours in both regimes, the verdicts."""
+def short_table(records, where=None):
+    """The README's results table: the finding, the paper's figure, ours in both regimes, the verdicts, and
+    with `where` ({finding: text}, bench/step_size_map.where_it_holds) where it holds on the step-size map."""
     by = {(r["finding"], r["regime"]): r for r in records}
     what = {key: (paper, w) for key, paper, w, *_ in FINDINGS}
-    lines = ["| paper | finding | paper's figure | ours: fast / paper regime | verdict fast / paper |",
-             "|---|---|---|---|---|"]
+    lines = ["| paper | finding | paper's figure | ours: fast / paper regime | verdict fast / paper |"
+             + (" holds at (update per rollout) |" if where else ""), "|---|---|---|---|---|" + ("---|" if where else "")]
     for key in SHORT:
         f, p = by[(key, "fast")], by[(key, "paper")]
         if key.startswith("dlogp_"):  # one seed, several gates: Δlog p's figure beside the best other's
@@ -387,7 +388,8 @@ def short_table(records):
             paper, w, ours = 1, f["what"], f"fast: {show(f['per_seed'][0])}; paper: {show(p['per_seed'][0])}"
         else:
             (paper, w), ours = what[key], f"{cell(f)} / {cell(p)}"
-        lines.append(f"| {paper} | {w} | {f['paper_figure']} | {ours} | {f['verdict']} / {p['verdict']} |")
+        holds = f" {where.get(key, '(not mapped)')} |" if where else ""
+        lines.append(f"| {paper} | {w} | {f['paper_figure']} | {ours} | {f['verdict']} / {p['verdict']} |{holds}")
     return "\n".join(lines) + "\n"
 
 

@@ -264,15 +264,37 @@ def table_md(data):
     return "\n".join(lines) + "\n"
 
 
+def label(p):
+    """A point as 2.5e-6×4+DS: its lr, optimizer steps per rollout (if more than one), dynamic sampling."""
+    m, e = f"{p['lr']:e}".split("e")
+    return f"{m.rstrip('0').rstrip('.')}e{int(e)}" + (f"×{p['steps_per_rollout']}" if p["steps_per_rollout"] > 1 else "") + (
+        "+DS" if p["dynamic_sampling"] else "")
+
+
+def by_size(data):
+    return sorted(data["points"], key=lambda p: (p["update_size"], p["steps_per_rollout"], p["dynamic_sampling"]))
+
+
+def where_it_holds(data):
+    """{findings.json key: where it holds on the map}, the README results table's last column
+    (P.short_table): the points whose verdict is yes, then those where it is partly."""
+    points, out = by_size(data), {}
+    for name, key, *_ in FINDINGS:
+        verdicts = [(label(p), p["findings"].get(name, {}).get("verdict")) for p in points]
+        if key is None or key in out or all(v in (None, "-") for _, v in verdicts):
+            continue
+
+        def at(which):
+            labs = [lab for lab, v in verdicts if v == which]
+            return "every point" if len(labs) == len(points) else ", ".join(labs)
+        out[key] = (at("yes") or "nowhere") + (f"; partly {at('partly')}" if at("partly") else "")
+    return out
+
+
 def holds_md(data):
     """Where each finding holds: for each finding with a verdict rule, the points (by update size) whose
     findings.json verdict is yes, partly, and no or inside the noise; rendered from the json alone."""
-    points = sorted(data["points"], key=lambda p: (p["update_size"], p["steps_per_rollout"], p["dynamic_sampling"]))
-
-    def label(p):  # 2.5e-6×4+DS: lr, optimizer steps per rollout, dynamic sampling
-        m, e = f"{p['lr']:e}".split("e")
-        return f"{m.rstrip('0').rstrip('.')}e{int(e)}" + (f"×{p['steps_per_rollout']}" if p["steps_per_rollout"] > 1 else "") + (
-            "+DS" if p["dynamic_sampling"] else "")
+    points = by_size(data)
     lines = ["| finding (paper) | paper's figure | yes at | partly at | no / inside the noise at |", "|---|---|---|---|---|"]
     for name, meta in data["findings"].items():
         verdicts = [(label(p), p["findings"][name].get("verdict")) for p in points]

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import lr_sweep, paper_results as P  # noqa: E402
+from bench import lr_sweep, paper_results as P, step_size_map as M  # noqa: E402
 
 README = (ROOT / "README.md").read_text()
 RESULTS_MD = (ROOT / "docs" / "results.md").read_text()
@@ -39,7 +39,9 @@ def test_results_tables_are_the_ones_rendered_from_findings_json():
     md = P.table(main, data["per_seed"]) + P.dlogp_table(records)
     assert (ROOT / "bench" / "results" / "paper_results.md").read_text() == md
     assert md.strip() in RESULTS_MD
-    assert P.short_table(records).strip() in README
+    step_size_map = ROOT / "bench" / "results" / "step_size_map.json"  # the last column: where each holds
+    where = M.where_it_holds(json.loads(step_size_map.read_text())) if step_size_map.exists() else None
+    assert P.short_table(records, where).strip() in README
     assert data["regimes"] == {r: P.RUN + f for r, f in P.REGIMES.items()}  # the settings that ran are today's
 
 

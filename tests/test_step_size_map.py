@@ -242,6 +242,15 @@ def test_where_each_finding_holds_lists_the_points_by_their_verdicts():
     assert lines[2:] == ["| weight_r2_median (2) | ~0.9 | 3e-6, 2.5e-6×4 | none | 1e-5×4+DS, 1e-4 |"]  # no rule: no row
 
 
+def test_the_readme_column_names_the_points_where_a_finding_holds_then_where_partly():
+    def point(lr, spr, w, r):
+        return {"lr": lr, "steps_per_rollout": spr, "dynamic_sampling": False, "update_size": lr * spr,
+                "findings": {"weight_r2_median": {"verdict": w}, "rank1_recovery": {"verdict": r}}}
+    data = {"points": [point(1e-4, 1, "no", "partly"), point(3e-6, 1, "yes", "partly"), point(1e-5, 4, "partly", "partly")]}
+    found = M.where_it_holds(data)  # keyed by findings.json's names, as P.short_table reads them
+    assert found == {"weight_r2_median": "3e-6; partly 1e-5×4", "rank1_recovery": "nowhere; partly every point"}
+
+
 def test_a_map_of_fewer_seeds_is_written_under_a_name_that_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(M, "plot", lambda data, path: None)
     curve = [(s, 0.3 + 0.001 * s) for s in range(0, 151, 10)]
