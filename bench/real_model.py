@@ -22,7 +22,9 @@ stopped):
      beyond) and sample.py --extrapolate=logits and --extrapolate=dlogp, two at a time (each holds at most
      three copies of the model plus a bounded working set; dlogp's token metrics on SmolLM2 peaked at
      2.9 GB, bench/RESULTS.md), each with its peak RSS logged.
-Outputs in bench/results/smollm2/ (metrics.jsonl, summary.json with base_greedy_acc, final_greedy_acc and
+As the runs end (before the analyses), their half of the results is written: runs/<lr>_<seed>/ (each run's
+metrics.jsonl and summary.json), learning_curve.png and runs.json (the lr rule's rows, whether the run
+learned, job seconds, machine). Outputs in bench/results/smollm2/ (metrics.jsonl, summary.json with base_greedy_acc, final_greedy_acc and
 n_eval, learning_curve.png with every lr's curve, every analysis' report, findings.json with the
 "SmolLM2-135M" column); the checkpoints (540 MB each) stay under --out, never in git.
 
@@ -234,6 +236,28 @@ def plot_curve(curves, path):
     plt.close(fig)
 
 
+def write_runs(out, results, seeds, sweep, lr, seconds):
+    """The runs' half of the results, written as soon as the runs end (the analyses take another 40 minutes
+    and need the checkpoints, which do not outlive the machine): every run's metrics.jsonl and summary.json,
+    the learning curves, the lr rule's rows and whether the run learned."""
+    results.mkdir(parents=True, exist_ok=True)
+    names = {(x, seeds[0]) for x in SWEEP_LRS} | {(lr, s) for s in seeds}
+    for x, s in sorted(names):
+        d = results / "runs" / f"lr{x}_s{s}"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / run_name(x, s) / "grpo" / "metrics.jsonl", d / "metrics.jsonl")
+        shutil.copy(out / run_name(x, s) / "summary.json", d / "summary.json")
+    curves = {s: P.eval_curve(out / run_name(lr, s) / "grpo") for s in seeds}
+    others = {f"lr {x}, seed {seeds[0]}": P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS if x != lr}
+    plot_curve({**{f"lr {lr}, seed {s} (the run)": c for s, c in curves.items()}, **others},
+               results / "learning_curve.png")
+    (results / "runs.json").write_text(json.dumps(
+        {"lr_sweep": {"rows": sweep, "chosen": lr, "steps": STEPS}, "flags": TASK + ROLLOUT,
+         "learned": {s: learning_ok(c) for s, c in curves.items()}, "job_seconds": seconds,
+         "machine": machine(), "date": time.strftime("%Y-%m-%d")}, indent=1))
+    return curves
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
     p.add_argument("--seeds", default="1", help="GRPO seeds of the run (the sweep uses the first)")
@@ -255,18 +279,15 @@ def main(argv=None):
     analyses = [j for s in seeds for j in analysis_jobs(out, s, lr)]
     if not args.report_only:
         seconds.update(run_all(pending(run_jobs(out, seeds[1:], [lr])), args.parallel, out / "logs"))
+    curves = write_runs(out, results, seeds, sweep, lr, seconds)
+    if not args.report_only:
         seconds.update(run_all(with_rss(pending(analyses)), args.analysis_parallel, out / "logs"))
-    # the results: the first seed's run files and reports (no checkpoints), the column, the curves
-    results.mkdir(parents=True, exist_ok=True)
+    # the results: the first seed's run files and reports (no checkpoints), the column
     first = out / run_name(lr, seeds[0])
     shutil.copy(first / "grpo" / "metrics.jsonl", results / "metrics.jsonl")
     shutil.copy(first / "summary.json", results / "summary.json")
     shutil.copytree(first / "analysis", results / "reports", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
-    curves = {s: P.eval_curve(out / run_name(lr, s) / "grpo") for s in seeds}
-    others = {f"lr {x}, seed {seeds[0]}": P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS if x != lr}
-    plot_curve({**{f"lr {lr}, seed {s} (the run)": c for s, c in curves.items()}, **others},
-               results / "learning_curve.png")
     xs = [per_seed(out, s, lr) for s in seeds]
     records = column(xs)
     a = first / "analysis"

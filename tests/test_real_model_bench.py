@@ -144,6 +144,7 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
     lr_run, lr_other = R.SWEEP_LRS[0], R.SWEEP_LRS[1]  # the other lr broke the model: the rule picks the first
     put(out / f"run/lr{lr_other}/s1/grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 - s / 1000}}
                                                           for s in range(0, 101, 10)], jsonl=True)
+    put(out / f"run/lr{lr_other}/s1/summary.json", {"base_greedy_acc": 0.3, "final_greedy_acc": 0.2, "n_eval": R.N_EVAL})
     run = out / f"run/lr{lr_run}/s1"
     put(run / "grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 + s / 500}} for s in range(0, 101, 10)], jsonl=True)
     put(run / "summary.json", {"base_greedy_acc": 0.3, "final_greedy_acc": 0.4, "n_eval": R.N_EVAL})
@@ -159,6 +160,15 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
         {"setting": "plain b", "greedy_acc": 0.4}, {"setting": "gate dlogp tau=-0.3 gamma=0", "greedy_acc": 0.38},
         {"setting": "gate dlogp tau=-0.3 gamma=0.1", "greedy_acc": 0.41}]})
     res = tmp_path / "results"
+    # the runs' half is written before the analyses are read: without them it is there all the same
+    (run / "analysis").rename(tmp_path / "analysis")
+    with pytest.raises(FileNotFoundError):
+        R.main([f"--out={out}", f"--results={res}", "--report_only"])
+    runs = json.loads((res / "runs.json").read_text())
+    assert runs["lr_sweep"]["chosen"] == lr_run and runs["learned"] == {"1": True} and runs["machine"]
+    assert sorted(d.name for d in (res / "runs").iterdir()) == sorted(f"lr{x}_s1" for x in R.SWEEP_LRS)
+    assert (res / "learning_curve.png").exists() and (res / "runs" / f"lr{lr_other}_s1" / "metrics.jsonl").exists()
+    (tmp_path / "analysis").rename(run / "analysis")
     R.main([f"--out={out}", f"--results={res}", "--report_only"])
     found = json.loads((res / "findings.json").read_text())
     assert found["lr_sweep"]["chosen"] == lr_run and found["learned"] == {"1": True}  # +0.2 on 200: 2 SE is 0.097
