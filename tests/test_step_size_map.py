@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import paper_results as P, step_size_map as M  # noqa: E402
+from bench import paper_results as P, step_size_map as M, step_size_map_render as R  # noqa: E402
 
 POINT = {p[0]: p for p in M.POINTS}
 
@@ -121,7 +121,8 @@ def test_the_figure_is_rendered_from_the_json_alone(tmp_path):
     points = [{"update_size": M.update_size(lr, spr), "steps_per_rollout": spr, "dynamic_sampling": ds,
                "findings": {f[0]: {"mean": next(rng) / 1000, "std": 0.01} for f in M.FINDINGS}}
               for _, lr, spr, ds in M.POINTS]
-    M.plot({"points": points}, tmp_path / "map.png")
+    meta = {f: {"paper": paper, "paper_figure": fig, "paper_line": line} for f, _, paper, _, fig, line in M.FINDINGS}
+    R.plot({"points": points, "findings": meta}, tmp_path / "map.png")
     assert (tmp_path / "map.png").stat().st_size > 10_000
 
 
@@ -225,7 +226,7 @@ def test_the_table_is_rendered_from_the_json_alone_sorted_by_update_size():
                 "seeds": [1, 2, 3], "still_rising": False, "findings": {"weight_r2_median": f}}
     data = {"points": [point("1e-4", 1, False, 0.5), point("3e-6", 1, False, 0.98), point("1e-5", 4, True, 0.8)],
             "findings": {"weight_r2_median": {"paper": 2}}}
-    lines = M.table_md(data).splitlines()
+    lines = R.table_md(data).splitlines()
     assert lines[0] == "| finding (paper) | 3e-06 x 1 | 1e-05 x 4 + DS | 0.0001 x 1 |"
     assert lines[4] == "| weight_r2_median (2) | 0.980 ± 0.010 (yes) | 0.800 ± 0.010 (yes) | 0.500 ± 0.010 (yes) |"
 
@@ -238,7 +239,7 @@ def test_where_each_finding_holds_lists_the_points_by_their_verdicts():
                        point("1e-5", 4, True, "inside the noise")],
             "findings": {"weight_r2_median": {"paper": 2, "paper_figure": "~0.9"},
                          "top1_energy_share": {"paper": 3, "paper_figure": "(dominant)"}}}
-    lines = M.holds_md(data).splitlines()
+    lines = R.holds_md(data).splitlines()
     assert lines[2:] == ["| weight_r2_median (2) | ~0.9 | 3e-6, 2.5e-6×4 | none | 1e-5×4+DS, 1e-4 |"]  # no rule: no row
 
 
