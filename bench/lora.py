@@ -284,18 +284,25 @@ def plot(recs, path):
     import matplotlib.pyplot as plt
     regimes = list(recs["table"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for i, regime in enumerate(regimes):  # final accuracy per variant
+    for i, regime in enumerate(regimes):  # final accuracy per variant, then paper 3's rank-1 projection of full
         rows = recs["table"][regime]["rows"]
-        xs = [j + 0.4 * i for j in range(len(rows))]
-        axes[0].bar(xs, [r["mean"] for r in rows.values()], 0.4, yerr=[r["std"] or 0 for r in rows.values()],
-                    label=regime)
-        axes[0].set_xticks([j + 0.2 for j in range(len(rows))], list(rows))
-    axes[0].set_ylabel("final greedy accuracy")
-    axes[0].legend()
+        p3 = recs["paper3"][regime]
+        means = [r["mean"] for r in rows.values()] + [p3["rank1_projection_acc"][0]]
+        stds = [r["std"] or 0 for r in rows.values()] + [p3["rank1_projection_acc"][1] or 0]
+        xs = [j + 0.4 * i for j in range(len(means))]
+        axes[0].bar(xs, means, 0.4, yerr=stds, capsize=2, label=regime)
+        axes[0].set_xticks([j + 0.2 for j in range(len(means))], [*rows, "rank-1 proj.\nof full"])
+    base = recs["table"][regimes[0]]["base_greedy_acc"]
+    axes[0].axhline(base, color="grey", ls="--", lw=1)
+    axes[0].set_ylim(base - 0.02, None)  # from the SFT base (dashed): the gains, not the base, are compared
+    axes[0].set_ylabel("final greedy accuracy (mean ± std)")
+    axes[0].legend(loc="lower right", fontsize=8)
     for regime in regimes:  # paper 3: |cos| of each matrix, seed 1
         al = recs["paper3"][regime]["per_seed"][0]["per_matrix"]
         axes[1].hist([v["cos"] for v in al.values()], bins=20, range=(0, 1), alpha=0.6, label=regime)
+    chance = recs["paper3"][regimes[0]]["per_seed"][0]["mean_chance"]
     axes[1].set_xlabel("|cos(dW_lora r=1, u1 v1^T of dW_full)| per matrix")
+    axes[1].set_title(f"seed 1; 1 = the full update's top direction, chance ~{chance:.3f}", fontsize=9)
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
