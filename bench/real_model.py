@@ -217,8 +217,10 @@ def learning_ok(curve):
     return p1 - p0 > 2 * se
 
 
-def plot_curve(curves, path):
-    """Held-out greedy accuracy against step, +- 2 standard errors, one line per run ({label: curve})."""
+def plot_curve(curves, path, exact=None):
+    """Held-out greedy accuracy against step, +- 2 standard errors, one line per run ({label: curve}); with
+    `exact` ({label: curve}) each run's exact-match accuracy dashed beside it (the verifier's figure can rise
+    by a hack its exact match does not share)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -226,7 +228,10 @@ def plot_curve(curves, path):
     for label, curve in curves.items():
         steps, accs = [s for s, _ in curve], [a for _, a in curve]
         err = [2 * math.sqrt(a * (1 - a) / N_EVAL) for a in accs]
-        ax.errorbar(steps, accs, yerr=err, fmt="o-", ms=3, lw=1, capsize=2, label=label)
+        line = ax.errorbar(steps, accs, yerr=err, fmt="o-", ms=3, lw=1, capsize=2, label=label)
+        if exact and label in exact:
+            ax.plot([s for s, _ in exact[label]], [a for _, a in exact[label]], "--", lw=1,
+                    color=line[0].get_color(), label=f"{label}: exact match")
     ax.set_xlabel("GRPO step")
     ax.set_ylabel(f"greedy accuracy, {N_EVAL} held-out problems")
     ax.set_title(f"{COLUMN}-Instruct, GRPO on the CPU (± 2 SE)", fontsize=9)
@@ -248,12 +253,15 @@ def write_runs(out, results, seeds, sweep, lr, seconds):
         shutil.copy(out / run_name(x, s) / "grpo" / "metrics.jsonl", d / "metrics.jsonl")
         shutil.copy(out / run_name(x, s) / "summary.json", d / "summary.json")
     curves = {s: P.eval_curve(out / run_name(lr, s) / "grpo") for s in seeds}
-    others = {f"lr {x}, seed {seeds[0]}": P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS if x != lr}
-    plot_curve({**{f"lr {lr}, seed {s} (the run)": c for s, c in curves.items()}, **others},
-               results / "learning_curve.png")
+    exact = {s: P.eval_curve(out / run_name(lr, s) / "grpo", "greedy_exact_match") for s in seeds}
+    labels = {**{f"lr {lr}, seed {s} (the run)": (lr, s) for s in seeds},
+              **{f"lr {x}, seed {seeds[0]}": (x, seeds[0]) for x in SWEEP_LRS if x != lr}}
+    plot_curve({k: P.eval_curve(out / run_name(*v) / "grpo") for k, v in labels.items()}, results / "learning_curve.png",
+               exact={k: P.eval_curve(out / run_name(*v) / "grpo", "greedy_exact_match") for k, v in labels.items()})
     (results / "runs.json").write_text(json.dumps(
         {"lr_sweep": {"rows": sweep, "chosen": lr, "steps": STEPS}, "flags": TASK + ROLLOUT,
-         "learned": {s: learning_ok(c) for s, c in curves.items()}, "job_seconds": seconds,
+         "learned": {s: learning_ok(c) for s, c in curves.items()},
+         "learned_exact_match": {s: learning_ok(c) for s, c in exact.items()}, "job_seconds": seconds,
          "machine": machine(), "date": time.strftime("%Y-%m-%d")}, indent=1))
     return curves
 

@@ -142,11 +142,12 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
         path.write_text("\n".join(json.dumps(o) for o in obj) if jsonl else json.dumps(obj))
     out = tmp_path / "out"
     lr_run, lr_other = R.SWEEP_LRS[0], R.SWEEP_LRS[1]  # the other lr broke the model: the rule picks the first
-    put(out / f"run/lr{lr_other}/s1/grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 - s / 1000}}
+    put(out / f"run/lr{lr_other}/s1/grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 - s / 1000, "greedy_exact_match": 0.2}}
                                                           for s in range(0, 101, 10)], jsonl=True)
     put(out / f"run/lr{lr_other}/s1/summary.json", {"base_greedy_acc": 0.3, "final_greedy_acc": 0.2, "n_eval": R.N_EVAL})
     run = out / f"run/lr{lr_run}/s1"
-    put(run / "grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 + s / 500}} for s in range(0, 101, 10)], jsonl=True)
+    put(run / "grpo/metrics.jsonl", [{"step": s, "eval": {"greedy_acc": 0.3 + s / 500, "greedy_exact_match": 0.2}}
+                                     for s in range(0, 101, 10)], jsonl=True)
     put(run / "summary.json", {"base_greedy_acc": 0.3, "final_greedy_acc": 0.4, "n_eval": R.N_EVAL})
     (run / "analysis/rank1").mkdir(parents=True)
     (run / "analysis/rank1/model.safetensors").write_bytes(b"weights")  # never copied into the results
@@ -166,6 +167,7 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
         R.main([f"--out={out}", f"--results={res}", "--report_only"])
     runs = json.loads((res / "runs.json").read_text())
     assert runs["lr_sweep"]["chosen"] == lr_run and runs["learned"] == {"1": True} and runs["machine"]
+    assert runs["learned_exact_match"] == {"1": False}  # the verifier's accuracy rose, exact match did not
     assert sorted(d.name for d in (res / "runs").iterdir()) == sorted(f"lr{x}_s1" for x in R.SWEEP_LRS)
     assert (res / "learning_curve.png").exists() and (res / "runs" / f"lr{lr_other}_s1" / "metrics.jsonl").exists()
     (tmp_path / "analysis").rename(run / "analysis")
