@@ -306,6 +306,8 @@ def main(argv=None):
          "lr_sweep": {"rows": sweep, "chosen": lr, "steps": STEPS,
                       "curves": {x: P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS}},
          "flags": TASK + ROLLOUT, "learned": {s: learning_ok(c) for s, c in curves.items()},
+         "learned_exact_match": {s: learning_ok(P.eval_curve(out / run_name(lr, s) / "grpo", "greedy_exact_match"))
+                                 for s in seeds},  # false beside a true "learned": a reward hack, not learning
          "findings": records, "per_seed": xs, "job_seconds": seconds,
          "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for n, _ in analyses]),
          **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}, indent=1))

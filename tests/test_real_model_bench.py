@@ -174,6 +174,7 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
     R.main([f"--out={out}", f"--results={res}", "--report_only"])
     found = json.loads((res / "findings.json").read_text())
     assert found["lr_sweep"]["chosen"] == lr_run and found["learned"] == {"1": True}  # +0.2 on 200: 2 SE is 0.097
+    assert found["learned_exact_match"] == {"1": False}  # and findings.json says so beside it
     assert {r["finding"] for r in found["findings"]} >= {"weight_r2_median", "rank1_recovery", "dlogp_separation"}
     assert json.loads((res / "summary.json").read_text())["n_eval"] == R.N_EVAL
     assert (res / "metrics.jsonl").exists() and (res / "learning_curve.png").exists()
