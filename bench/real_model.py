@@ -28,10 +28,9 @@ learned, job seconds, machine). Outputs in bench/results/smollm2/ (metrics.jsonl
 n_eval, learning_curve.png with every lr's curve, every analysis' report, findings.json with the
 "SmolLM2-135M" column); the checkpoints (540 MB each) stay under --out, never in git.
 
-Time (an estimate until measured end to end): a GRPO step took 60-110 s on one thread of a loaded 2-core
-CPU (task_choice.json), a greedy evaluation of 200 problems about 90 s; so the two runs side by side about
-1.5-2 h (100 steps and 11 evaluations each), the analyses about 40 min two at a time: about 2.5 h in all,
-one seed. The runs are the long part and cannot be split: start the bench on an otherwise idle machine.
+Time, measured end to end (2026-12-03): 32 minutes on an otherwise idle 2-core Intel Xeon with AVX-512 (the
+two runs side by side 10-14 min at 13-17 s a step, the analyses 18 min, dlogp the longest at 14); a loaded
+2-core AVX2 EPYC took 60-110 s a step (task_choice.json), so allow up to about 2.5 h there.
 Each job's wall time goes into findings.json ("job_seconds"). Disk: about 6 GB of checkpoints per run.
 """
 import argparse
