@@ -13,12 +13,11 @@ top-k / top-p), which GRPO uses as the old policy. static=True is the fixed-batc
 CUDA graphs; the same loop decodes two models in lock-step (papers/lockstep.py: only how the next token is picked
 lives there). logprobs.py recomputes log-probs of given completions with one teacher-forced forward.
 """
-import time
 from dataclasses import dataclass
 
 import torch
 
-from nanorlvr.infra.common import log, secs_str
+from nanorlvr.infra.common import Progress, log
 from nanorlvr.model import KVCache
 
 
@@ -189,7 +188,7 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
     slots = _Slots(model, prompts, budgets, cache, share_prefix)
     logits = slots.admit(list(range(B)), list(range(B)), t=0)  # the first B rows: one prefill
     t, next_row = 0, B  # t: tokens decoded so far (the loop's step); next_row: the first row still waiting
-    t_start = t_said = time.time()
+    progress, said = Progress(N), 0.0  # a long generation (rows waiting for slots) says how far it is
     while True:
         # sample: each slot's next token from its logits and its row's own uniform, with the log-prob of the
         # distribution it was drawn from (GRPO's old policy); a slot whose row stopped writes padding
@@ -220,10 +219,9 @@ def decode_eager(model, prompts, u, sample, budgets, stop_t, stop_strings, decod
             rows = list(range(next_row, next_row + len(refill)))
             logits[torch.tensor(refill, device=device)] = slots.admit(refill, rows, t)
             next_row += len(rows)
-            if time.time() - t_said > 30:  # a long generation (rows waiting for slots) says how far it is
-                t_said = time.time()
-                eta = (t_said - t_start) / next_row * (N - next_row)
-                log(f"  generate: {next_row}/{N} rows started, eta ~{secs_str(eta)}")
+            if progress.elapsed() - said > 30:
+                said = progress.elapsed()
+                log(f"  generate: {next_row}/{N} rows started, eta ~{progress.eta(next_row - 1)}")
     cache.row_pos = None
     return Generation(out_ids, out_lp, lengths, truncated)
 
@@ -347,13 +345,13 @@ def decode_fixed(models, prompts, u, next_token, stop_t, batch_size=None, share_
     once (the gates of papers/lockstep.py draw from a generator per running row). Returns the Generation that the
     eager loop would, with `fired` (N, max_new_tokens) when next_token gives it."""
     n = rows_within(models, max(len(p) for p in prompts) + u.size(1), batch_size or len(prompts))
-    parts, t_start = [], time.time()
+    parts, progress = [], Progress(len(prompts))
     for i in range(0, len(prompts), n):
         parts.append(_decode_chunk(models, prompts[i:i + n], u[i:i + n], next_token, stop_t, share_prefix,
                                    check_every, static))
-        done, elapsed = min(i + n, len(prompts)), time.time() - t_start
-        if elapsed > 30 and done < len(prompts):  # a long one (a real model, several chunks) says how far it is
-            log(f"  generate: {done}/{len(prompts)} rows done, eta ~{secs_str(elapsed / done * (len(prompts) - done))}")
+        done = min(i + n, len(prompts))
+        if progress.elapsed() > 30 and done < len(prompts):  # a long one (a real model, several chunks) says how far
+            log(f"  generate: {done}/{len(prompts)} rows done, eta ~{progress.eta(done - 1)}")
 
     def cat(field):  # the chunks' tensors of one Generation field, in order (fired: None without a gate)
         return None if getattr(parts[0], field) is None else torch.cat([getattr(p, field) for p in parts])
