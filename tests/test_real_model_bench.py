@@ -171,7 +171,9 @@ def test_the_results_folder_is_written_from_finished_runs_without_checkpoints(tm
     assert sorted(d.name for d in (res / "runs").iterdir()) == sorted(f"lr{x}_s1" for x in R.SWEEP_LRS)
     assert (res / "learning_curve.png").exists() and (res / "runs" / f"lr{lr_other}_s1" / "metrics.jsonl").exists()
     (tmp_path / "analysis").rename(run / "analysis")
+    (res / "runs.json").write_text(json.dumps({**runs, "job_seconds": {"run/lr1e-5/s1": 623.0}}))  # the runs' own
     R.main([f"--out={out}", f"--results={res}", "--report_only"])
+    assert json.loads((res / "runs.json").read_text())["job_seconds"] == {"run/lr1e-5/s1": 623.0}  # kept by a rewrite
     found = json.loads((res / "findings.json").read_text())
     assert found["lr_sweep"]["chosen"] == lr_run and found["learned"] == {"1": True}  # +0.2 on 200: 2 SE is 0.097
     assert found["learned_exact_match"] == {"1": False}  # and findings.json says so beside it
