@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench import paper_results as P  # noqa: E402
 from bench.jobs import run_all  # noqa: E402
 from bench.lr_sweep import rise  # noqa: E402
-from bench.step_size_map_render import by_size, holds_md, label, plot, table_md  # noqa: E402
+from bench.step_size_map_render import holds_md, plot, table_md, verdicts  # noqa: E402
 
 PY = P.PY
 # (name, lr as written in the flag, optimizer steps per rollout, dynamic sampling); paper_results' regimes
@@ -242,15 +242,15 @@ def commands_of(point, seeds, out, base):
 def where_it_holds(data):
     """{findings.json key: where it holds on the map}, the README results table's last column
     (P.short_table): the points whose verdict is yes, then those where it is partly."""
-    points, out = by_size(data), {}
+    out = {}
     for name, key, *_ in FINDINGS:
-        verdicts = [(label(p), p["findings"].get(name, {}).get("verdict")) for p in points]
-        if key is None or key in out or all(v in (None, "-") for _, v in verdicts):
+        found = verdicts(data, name)
+        if key is None or key in out or found is None:
             continue
 
         def at(which):
-            labs = [lab for lab, v in verdicts if v == which]
-            return "every point" if len(labs) == len(points) else ", ".join(labs)
+            labs = [lab for lab, v in found if v == which]
+            return "every point" if len(labs) == len(found) else ", ".join(labs)
         out[key] = (at("yes") or "nowhere") + (f"; partly {at('partly')}" if at("partly") else "")
     return out
 

@@ -17,6 +17,13 @@ def by_size(data):
     return sorted(data["points"], key=lambda p: (p["update_size"], p["steps_per_rollout"], p["dynamic_sampling"]))
 
 
+def verdicts(data, name):
+    """[(point label, verdict)] of one finding by update size; None for a statistic without a rule of its own
+    (the top-1 shares)."""
+    found = [(label(p), p["findings"].get(name, {}).get("verdict")) for p in by_size(data)]
+    return None if all(v in (None, "-") for _, v in found) else found
+
+
 def table_md(data):
     """The map as a markdown table, rendered from the json alone: a row per finding, a column per point
     (sorted by update size), each cell mean +- std over seeds and findings.json's verdict."""
@@ -46,15 +53,14 @@ def table_md(data):
 def holds_md(data):
     """Where each finding holds: for each finding with a verdict rule, the points (by update size) whose
     findings.json verdict is yes, partly, and no or inside the noise; rendered from the json alone."""
-    points = by_size(data)
     lines = ["| finding (paper) | paper's figure | yes at | partly at | no / inside the noise at |", "|---|---|---|---|---|"]
     for name, meta in data["findings"].items():
-        verdicts = [(label(p), p["findings"][name].get("verdict")) for p in points]
-        if all(v in (None, "-") for _, v in verdicts):
-            continue  # a statistic without a rule of its own (the top-1 shares)
+        found = verdicts(data, name)
+        if found is None:
+            continue
 
         def at(*which):
-            return ", ".join(lab for lab, v in verdicts if v in which) or "none"
+            return ", ".join(lab for lab, v in found if v in which) or "none"
         paper = f" ({meta['paper']})" if meta["paper"] else ""
         lines.append(f"| {name}{paper} | {meta['paper_figure']} | {at('yes')} | {at('partly')} | "
                      f"{at('no', 'inside the noise', 'not reached')} |")
