@@ -27,14 +27,15 @@ and, side by side, the held-out greedy accuracy of (a) the rank-1 projection of 
 (`analyze.py rank1`, paper 3's rank-1 model) and (b) the rank-1 LoRA model itself.
 
 Writes bench/results/lora.json (every run's accuracy, time and trainable parameters, the chosen lrs, the
-table's records, the cosines) and bench/results/lora.png. Built in parts, like the step-size map: as a run
+table's records, the cosines), lora.md (the tables) and lora.png. Built in parts, like the step-size map: as a run
 ends, its summary and curve go to bench/results/lora_parts/<run>.json, and each seed's paper-3 comparison to
 lora_parts/paper3_<regime>_s<seed>.json (small, committed); a run whose part holds its command is not run
 again (unless a missing paper-3 comparison needs its weights), so the bench completes across interrupted
 runs, sessions and machines. Two one-thread jobs run at a time.
 
-Time: 6 full and 30 LoRA runs of 150 steps (about 6 job-minutes each on a 2-core CPU) and 6 rank-1
-analyses: about 2 h of wall time from scratch, two jobs at a time; QUICK=1 about 40 minutes.
+Time, measured (2026-12-03, 2-core Intel Xeon with AVX-512): 88 minutes for 6 full and 30 LoRA runs of 150
+steps (3.6-3.9 job-minutes each in the fast regime, 5-7 in the paper one) and 6 rank-1 analyses, two jobs at
+a time; QUICK=1 (10 runs) about a quarter of that.
 
     python bench/lora.py [--seeds=1,2,3] [--out=out/paper_results]
     QUICK=1 python bench/lora.py        # seed 1, fast regime only: the sweep and its analyses (lora_quick.*)
