@@ -31,7 +31,7 @@ table's records, the cosines), lora.md (the tables) and lora.png. Built in parts
 ends, its summary and curve go to bench/results/lora_parts/<run>.json, and each seed's paper-3 comparison to
 lora_parts/paper3_<regime>_s<seed>.json (small, committed); a run whose part holds its command is not run
 again (unless a missing paper-3 comparison needs its weights), so the bench completes across interrupted
-runs, sessions and machines. Two one-thread jobs run at a time.
+runs, sittings and machines. Two one-thread jobs run at a time.
 
 Time, measured (2026-12-03, 2-core Intel Xeon with AVX-512): 88 minutes for 6 full and 30 LoRA runs of 150
 steps (3.6-3.9 job-minutes each in the fast regime, 5-7 in the paper one) and 6 rank-1 analyses, two jobs at
