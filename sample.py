@@ -162,7 +162,8 @@ def sample_prompts(cfg, model, pair, fmt):
     known = [i for i, a in enumerate(golds) if a]
     if known:
         for i, v in zip(known, reward([fmt.decode(g.tokens[i]) for i in known], [golds[i] for i in known],
-                                      truncated=g.truncated[known].tolist())):
+                                      truncated=g.truncated[known].tolist(),
+                                      questions=[problems[i // n]["question"] for i in known])):
             ok[i] = v
     for i, toks in enumerate(g.tokens):
         if i % n == 0:

@@ -32,7 +32,8 @@ def evaluate(model, fmt, problems, k=8, temperature=1.0, max_new_tokens=64, batc
     # greedy: one completion per problem
     g = gen(prompts, 0.0, seed)
     texts = [fmt.decode(c) for c in g.tokens]
-    greedy = reward(texts, golds, truncated=g.truncated.tolist())
+    questions = [p["question"] for p in problems]
+    greedy = reward(texts, golds, truncated=g.truncated.tolist(), questions=questions)
     whole = (~g.truncated).tolist()
     out = {"n": len(problems), "greedy_acc": sum(greedy) / len(problems),
            "greedy_exact_match": sum(w and extract_answer(t) == a for t, a, w in zip(texts, golds, whole)) / len(problems),
@@ -41,7 +42,7 @@ def evaluate(model, fmt, problems, k=8, temperature=1.0, max_new_tokens=64, batc
     if k:
         s = gen([p for p in prompts for _ in range(k)], temperature, seed + 1)
         ok = reward([fmt.decode(c) for c in s.tokens], [a for a in golds for _ in range(k)],
-                    truncated=s.truncated.tolist())
+                    truncated=s.truncated.tolist(), questions=[q for q in questions for _ in range(k)])
         out["truncated"] = s.truncated.float().mean().item()  # of the k samples per problem
         per_problem = [sum(ok[i * k:(i + 1) * k]) for i in range(len(problems))]
         out[f"avg{k}"] = sum(ok) / len(ok)

@@ -102,8 +102,9 @@ def rollout(model, fmt, problems, group_size, max_new_tokens, temperature, seed,
                  stop_ids=fmt.stop_ids, batch_size=batch_size, static=static)
     t1 = time.time()
     golds = [p["answer"] for p in problems for _ in range(group_size)]
-    ok = reward([fmt.decode(c) for c in g.tokens], golds, truncated=g.truncated.tolist(),
-                workers=workers)  # truncated = no final answer = reward 0
+    questions = [p["question"] for p in problems for _ in range(group_size)]
+    ok = reward([fmt.decode(c) for c in g.tokens], golds, truncated=g.truncated.tolist(), questions=questions,
+                workers=workers)  # truncated = no final answer = reward 0; so is the question copied back
     t2 = time.time()
     L = int(g.lengths.max())
     return Rollout(prompts, g.tokens, g.logprobs[:, :L].cpu(), g.truncated.cpu(),

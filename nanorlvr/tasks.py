@@ -73,7 +73,7 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
         op = "/" if k == cfg.n_ops - 1 and rng.random() < cfg.p_div else rng.choice(cfg.ops)
         question = (f"({question})" if k > 0 else question) + f"{op}{b}"
         new = {"+": value + b, "-": value - b, "*": value * b, "/": value / b}[op]
-        if op == "/":
+        if op == "/" and k > 0:  # with one operation the unreduced fraction is the question: not an answer
             unreduced = f"{fraction_str(value)}/{b}"   # value is an integer here: division only comes last
         lines.append(f"{fraction_str(value)}{op}{b}={fraction_str(new)}")
         value = new

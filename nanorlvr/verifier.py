@@ -1,6 +1,6 @@
 """The reward function: does a model's response contain the gold answer? Safe and time-bounded.
 
-    reward(texts, golds, truncated=None, timeout=1.0, workers=2) -> list[bool]   (rollouts and evaluation)
+    reward(texts, golds, truncated=None, questions=None, ...) -> list[bool]   (rollouts and evaluation)
     verify(response, gold, timeout=1.0) -> bool                                  (one pair)
     verify_batch_detailed(responses, golds, ...) -> list[(bool, reason)]
     check_gold(gold) -> None, raises ValueError if the gold answer cannot be parsed
@@ -23,6 +23,13 @@ then by expand/simplify (decimals are exact rationals, so 3.50 == 7/2 but 1/2^99
 \\{a, b\\} are unordered sets, (a, b) is ordered; "x = 3" matches 3 and "y = 2x+1" matches 2x+1, an
 equation matches its multiples; "a < x < b" matches the interval.
 
+Two rules keep the reward from paying for an answer that computes nothing (a 135M policy found each within
+50 GRPO steps, docs/results.md). Where the gold is a plain number, an answer that finally states arithmetic
+still to do -- numbers and operators only, "7+5", "3\\times 4", "\\sqrt{4}", "13 + 3 is an irrational
+number" -- scores 0 even when its value is right (nanorlvr/verify/form.py; a fraction of integers is a
+value). And given the questions (reward's `questions`), an answer that is the question written back ("16/18"
+asked "16/18") scores 0.
+
 A response cut off by the token budget (no end token: `truncated`) scores 0, in the GRPO reward and in
 every evaluation alike: it never gave its final answer, even if the last number it wrote happens to match
 the gold ("... 4 * 4 =" would otherwise count for gold 4).
@@ -35,6 +42,7 @@ import logging
 import re
 from fractions import Fraction
 
+from nanorlvr.verify.form import final_side, plain
 from nanorlvr.verify.workers import run_jobs
 
 MAX_TEXT = 20_000  # only the tail of a response is searched for the answer
@@ -224,14 +232,29 @@ def _cleaned_candidates(text, last_number_fallback=True):
 # ----------------------------------------------------------------------------- public API
 
 
-def reward(texts, golds, truncated=None, timeout=1.0, workers=2):
+def reward(texts, golds, truncated=None, questions=None, timeout=1.0, workers=2):
     """The reward of GRPO's rollouts and of every evaluation: True/False per (response text, gold) pair, in
     order (see verify). truncated: a list of one bool per text, the responses that hit the token budget
-    without an end token; they score False whatever they say (no final answer was given)."""
-    ok = [ok for ok, _ in verify_batch_detailed(texts, golds, timeout, workers)]
+    without an end token; they score False whatever they say (no final answer was given). questions: one
+    per text; an answer that is its question written back scores False (restates)."""
+    checked = _verify(texts, golds, timeout, workers)
+    ok = [ok for ok, _, _ in checked]
     if truncated is not None:
         ok = [o and not t for o, t in zip(ok, truncated)]
+    if questions is not None:
+        ok = [o and not restates(a, q, g) for o, (_, _, a), q, g in zip(ok, checked, questions, golds)]
     return ok
+
+
+def restates(answer, question, gold=None):
+    """Whether `answer` (the one the verifier read) finally states `question` itself (spacing, $ and
+    \\frac{a}{b} / a/b aside), where the gold is not the question itself. Value equality would pay for
+    copying: asked "16/18", the answer "16/18" equals the gold 8/9 (an unreduced fraction is a valid answer),
+    and a policy learns to copy the question instead of computing; asked "30/19", whose gold is 30/19,
+    copying is the answer."""
+    if not answer or not isinstance(question, str) or (gold is not None and plain(_clean(gold)) == plain(_clean(question))):
+        return False
+    return plain(final_side(answer)) == plain(_clean(question))
 
 
 def _gold_error(i, gold, why):
@@ -243,6 +266,11 @@ def verify_batch_detailed(responses, golds, timeout=1.0, workers=2):
     """[(ok, reason)] per (response, gold) pair, in order. Plain numbers are compared in-process,
     the rest on `workers` worker processes with `timeout` seconds per item. Raises ValueError for a
     gold that cannot be parsed."""
+    return [(ok, why) for ok, why, _ in _verify(responses, golds, timeout, workers)]
+
+
+def _verify(responses, golds, timeout, workers):
+    """[(ok, reason, the candidate answer read or None)] per pair: verify_batch_detailed's work."""
     if len(responses) != len(golds):
         raise ValueError(f'{len(responses)} responses but {len(golds)} golds')
     results, jobs = [None] * len(golds), []
@@ -253,17 +281,17 @@ def verify_batch_detailed(responses, golds, timeout=1.0, workers=2):
         p = _cleaned_candidates(response) if isinstance(response, str) else []
         fg, fp = _fast_number(g[0]), (_fast_number(p[0]) if p else None)
         if fg is not None and not p:
-            results[i] = (False, 'no answer found')
+            results[i] = (False, 'no answer found', None)
         elif fg is not None and fp is not None:
-            results[i] = (fg == fp, 'equal numbers' if fg == fp else f'different numbers: {p[0][:60]}')
-        else:
-            jobs.append((i, {'gold': list(g), 'pred': p}))
+            results[i] = (fg == fp, 'equal numbers' if fg == fp else f'different numbers: {p[0][:60]}', p[0])
+        else:  # value: where the gold is a number, arithmetic still to do is not an answer (verify/form.py)
+            jobs.append((i, {'gold': list(g), 'pred': p, 'value': fg is not None}))
     for i, reply in run_jobs(jobs, timeout, workers).items():
         if reply.get('bad_gold'):
             raise _gold_error(i if len(golds) > 1 else None, golds[i], reply['why'])
         if reply['why'].startswith(('timeout', 'worker', 'error')):
             log.warning('verifier item %d scored False: %s', i, reply['why'])
-        results[i] = (reply['ok'], reply['why'])
+        results[i] = (reply['ok'], reply['why'], reply.get('read'))
     return results
 
 

@@ -33,6 +33,15 @@ def test_solution_ends_with_an_equivalent_surface_form():
     assert forms == {"dec", "frac", "canonical"}
 
 
+def test_with_one_operation_no_solution_ends_in_its_question_unless_that_is_the_answer():
+    # the unreduced form a/b of a one-operation division is the question itself, which the reward refuses
+    rng = random.Random(2)
+    for _ in range(300):
+        p = make_problem(rng, TaskConfig(n_ops=1, max_num=30, p_div=1.0))
+        final = p["solution"].rsplit("#### ", 1)[1]
+        assert final != p["question"] or final == p["answer"], p
+
+
 def test_train_and_test_splits_are_disjoint_and_distinct():
     train, test = generate_splits(TaskConfig(), 3000, 300, seed=0)
     qtrain, qtest = {p["question"] for p in train}, {p["question"] for p in test}

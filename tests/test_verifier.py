@@ -80,7 +80,7 @@ def test_numbers_compare_exactly(response, gold, expected):
 @pytest.mark.parametrize('response, gold, expected', [
     (r'\dfrac{\sqrt{8}}{2}', r'\sqrt{2}', True),
     (r'\sqrt[3]{8}', '2', True),
-    (r'2^{10}', '1024', True),
+    (r'2^{10}', r'2^{10}', True),
     (r'3 \cdot 4', r'2 \times 6', True),
     (r'\left( \frac{\pi}{2} \right)', r'\pi/2', True),
     ('e^{0}', '1', True),
@@ -164,6 +164,35 @@ def test_check_gold_accepts_usual_golds():
 def test_reward_scores_a_truncated_response_0_whatever_it_says():
     assert reward(['#### 16', '#### 16', '#### 15'], ['16'] * 3, truncated=[False, True, False]) == [True, False, False]
     assert reward(['#### 16', '#### 16'], ['16'] * 2) == [True, True]  # truncation unknown
+
+
+@pytest.mark.parametrize('response', ['7+5', '5 + 7', r'\boxed{3 \times 4}', 'The answer is 2^{3}+4.',
+                                      r'\sqrt{144}', '(6)(2)', '13 - 1', r'\frac{24}{2} \cdot 1',
+                                      '7 + 5 is an irrational number.', '12 = 7+5', r'Hmm, $7+5$ @'])
+def test_arithmetic_still_to_do_is_not_an_answer_to_a_number(response):
+    # a 135M policy learned to answer "What is 7+5?" with "7+5", which equals 12: the reward must not pay for it
+    assert not verify(response, '12')
+    assert verify(response, '13') is False and verify('12', '12')
+
+
+def test_where_the_gold_is_an_expression_an_equal_expression_still_counts():
+    assert verify('5 + 7', '7+5') and verify(r'\boxed{2\sqrt{3}}', r'\sqrt{12}') and verify('x+x', '2x')
+
+
+@pytest.mark.parametrize('response, gold', [('16/18', '8/9'), (r'\frac{16}{18}', '8/9'), (r'918\frac{1}{2}', '918.5'),
+                                            (r'1.5 \times 10^{3}', '1500'), ('10^{-2}', '0.01'), ('x = 12', '12'),
+                                            ('7+5=12', '12'), ('(12)', '12')])
+def test_a_fraction_scientific_notation_or_worked_equation_is_a_value(response, gold):
+    assert verify(response, gold)
+
+
+def test_reward_refuses_the_question_written_back_unless_it_is_its_own_answer():
+    texts = ['16/18', r'$\frac{16}{18}$', '#### 16 / 18', '16/18 is an irrational number.', 'x = 16/18', '8/9',
+             '32/36', '30/19', '7+5=12']
+    questions = ['16/18'] * 7 + ['30/19', '7+5']
+    golds = ['8/9'] * 7 + ['30/19', '12']
+    assert reward(texts, golds, questions=questions) == [False] * 5 + [True] * 4
+    assert reward(texts, golds) == [True] * 9  # without the questions: value equality only
 
 
 def test_batch_names_the_item_with_a_bad_gold():

@@ -1,4 +1,5 @@
 """
 The verifier's machinery: answer text parsed into sympy (parse), equivalence of two parsed answers (equal),
-and the time-bounded worker processes that run them (workers). The reward itself is nanorlvr/verifier.py.
+whether an answer is written as a value (form), and the time-bounded worker processes that run them
+(workers). The reward itself is nanorlvr/verifier.py.
 """

@@ -1,10 +1,11 @@
 """
 The verifier's worker processes: sympy equivalence checks with a deadline, kept out of the reading path.
 
-    run_jobs([(index, {'gold': [..], 'pred': [..]}), ...], timeout, workers) -> {index: reply}
+    run_jobs([(index, {'gold': [..], 'pred': [..], 'value': bool}), ...], timeout, workers) -> {index: reply}
 
-A reply is {'ok': bool, 'why': str} (plus 'bad_gold': True when no gold candidate parses): the first
-prediction candidate that parses is compared with the first gold candidate that does, by
+A reply is {'ok': bool, 'why': str, 'read': the candidate read} (or 'bad_gold': True when no gold candidate
+parses): the first prediction candidate that parses is the answer -- with 'value' (the gold is a number),
+arithmetic still to do is wrong (verify/form.py) -- compared with the first gold candidate that parses, by
 nanorlvr/verify/parse.py (an allow-list parser that builds sympy objects; never eval/sympify) and
 nanorlvr/verify/equal.py (exact equivalence).
 
@@ -149,6 +150,7 @@ def worker_main():
     except (ImportError, ValueError, OSError):
         pass
     from nanorlvr.verify.equal import equivalent
+    from nanorlvr.verify.form import unevaluated
     from nanorlvr.verify.parse import ParseError, parse_answer
     parse = functools.lru_cache(maxsize=4096)(parse_answer)
     equivalent(parse('\\tan^2(x)+1'), parse('\\sec^2(x)'))  # sympy imports lazily: pay it before 'ready'
@@ -173,8 +175,11 @@ def worker_main():
                         pred = parse(c)
                     except ParseError:
                         continue
+                    if req.get('value') and unevaluated(c):  # the gold is a number, the answer "7+5"
+                        reply = {'ok': False, 'why': f'arithmetic, not a value: {c[:60]}', 'read': c}
+                        break
                     ok = equivalent(gold, pred)
-                    reply = {'ok': ok, 'why': 'equivalent' if ok else f'not equivalent: {c[:60]}'}
+                    reply = {'ok': ok, 'why': 'equivalent' if ok else f'not equivalent: {c[:60]}', 'read': c}
                     break
         except Exception as e:  # noqa: BLE001 -- any failure is a False reward with a reason
             reply = {'ok': False, 'why': f'error: {type(e).__name__}: {str(e)[:100]}'}
