@@ -9,7 +9,9 @@ checkpoints: the toy's findings, same analyses and verdict rules, on a model tha
 The task was chosen before any paper metric, by a rule (bench/results/smollm2/task_choice.md): the base's
 greedy held-out accuracy between 0.2 and 0.6, and one GRPO step (P x G samples and the update) at most about
 a minute on 2 cores. The chosen one: the toy with one operation on operands 1..30, a system prompt asking for
-the number only, 24 new tokens (TASK below): base greedy 0.26 on 100 held-out problems, none truncated.
+the final answer alone in \\boxed{}, 24 new tokens (TASK below): base greedy 0.22 on 200 held-out problems, under
+the reward that refuses arithmetic left undone and the question copied back (nanorlvr/verifier.py). Under the
+reward before those two rules the number-only prompt was chosen, and the run learned to copy the question.
 
 Steps, each a job of bench/jobs.py (one thread each, two at a time; a job whose output exists is skipped and
 a training run killed midway resumes from its last checkpoint, so an interrupted bench continues where it
@@ -53,7 +55,8 @@ MODEL = "data/smollm2/hf"
 COLUMN = "SmolLM2-135M"
 # the task chosen by the rule above (bench/results/smollm2/task_choice.json): toy problems, one operation
 TASK = ["--n_ops=1", "--max_num=30", "--n_train=2000", "--n_test=250",
-        "--system_prompt=Give only the final answer as a number.", "--max_new_tokens=24"]
+        "--system_prompt=Compute the result. Reply with only the final answer in \\boxed{}, no explanation.",
+        "--max_new_tokens=24"]
 # rollouts: 8 x 8 samples at temperature 0.5 (of 1.0 / 0.7 / 0.5 the one whose samples were right most often,
 # task_choice.json); micro-batches of 16 rows keep an update near 4 GB instead of 9.5, so two jobs fit in RAM
 ROLLOUT = ["--prompts_per_step=8", "--group_size=8", "--temperature=0.5", "--micro_batch=16", "--eval_k=0",
