@@ -372,24 +372,38 @@ SHORT = ("weight_r2_median", "logprob_r2_median", "eq2_beyond_1.5", "eq1_1.5", "
          "rank1_recovery", "alpharl_w80", "reweight_lowprob", "dlogp_separation", "dlogp_replacement")
 
 
-def short_table(records, where=None):
-    """The README's results table: the finding, the paper's figure, ours in both regimes, the verdicts, and
-    with `where` ({finding: text}, bench/step_size_map.where_it_holds) where it holds on the step-size map."""
+def short_table(records, where=None, real=None):
+    """The README's results table: the finding, the paper's figure, ours in both regimes, the verdicts; with
+    `where` ({finding: text}, bench/step_size_map.where_it_holds) where it holds on the step-size map; with
+    `real` (the records of bench/results/smollm2/findings.json) the pretrained model's column."""
     by = {(r["finding"], r["regime"]): r for r in records}
+    real_by = {r["finding"]: r for r in real or []}
     what = {key: (paper, w) for key, paper, w, *_ in FINDINGS}
+
+    def show(x):  # Δlog p's figure beside the other gates'
+        return ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never" for k, v in x.items()
+                         if k in ("dlogp", "kl", "entropy"))
+
+    def real_cell(key):
+        r = real_by.get(key)
+        if r is None:
+            return "not run"
+        return f"{show(r['per_seed'][0]) if key.startswith('dlogp_') else cell(r)} ({r['verdict']})"
+
+    seeds = max((r["seeds"] for r in real or []), default=0)
     lines = ["| paper | finding | paper's figure | ours: fast / paper regime | verdict fast / paper |"
-             + (" holds at (update per rollout) |" if where else ""), "|---|---|---|---|---|" + ("---|" if where else "")]
+             + (" holds at (update per rollout) |" if where else "")
+             + (f" SmolLM2-135M ({seeds} seed{'s' * (seeds > 1)}) |" if real else ""),
+             "|---|---|---|---|---|" + ("---|" if where else "") + ("---|" if real else "")]
     for key in SHORT:
         f, p = by[(key, "fast")], by[(key, "paper")]
-        if key.startswith("dlogp_"):  # one seed, several gates: Δlog p's figure beside the best other's
-            def show(x):
-                return ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} never" for k, v in x.items()
-                                 if k in ("dlogp", "kl", "entropy"))
+        if key.startswith("dlogp_"):  # one seed, several gates
             paper, w, ours = 1, f["what"], f"fast: {show(f['per_seed'][0])}; paper: {show(p['per_seed'][0])}"
         else:
             (paper, w), ours = what[key], f"{cell(f)} / {cell(p)}"
         holds = f" {where.get(key, '(not mapped)')} |" if where else ""
-        lines.append(f"| {paper} | {w} | {f['paper_figure']} | {ours} | {f['verdict']} / {p['verdict']} |{holds}")
+        extra = f" {real_cell(key)} |" if real else ""
+        lines.append(f"| {paper} | {w} | {f['paper_figure']} | {ours} | {f['verdict']} / {p['verdict']} |{holds}{extra}")
     return "\n".join(lines) + "\n"
 
 

@@ -30,9 +30,10 @@ learned, job seconds, machine). Outputs in bench/results/smollm2/ (metrics.jsonl
 n_eval, learning_curve.png with every lr's curve, every analysis' report, findings.json with the
 "SmolLM2-135M" column); the checkpoints (540 MB each) stay under --out, never in git.
 
-Time, measured end to end (2026-12-03): 32 minutes on an otherwise idle 2-core Intel Xeon with AVX-512 (the
-two runs side by side 10-14 min at 13-17 s a step, the analyses 18 min, dlogp the longest at 14); a loaded
-2-core AVX2 EPYC took 60-110 s a step (task_choice.json), so allow up to about 2.5 h there.
+Time, measured end to end (2026-12-03): 73 minutes for seed 1 on a 2-core Intel Xeon with AVX-512 (the two
+runs side by side 21 and 25 min at 12-16 s a step, the analyses 48 min with a second seed's run beside them,
+dlogp the longest at 36); the second seed adds a 27-minute run and its analyses. A loaded 2-core AVX2 EPYC
+took 60-110 s a step (task_choice.json), so allow several hours there.
 Each job's wall time goes into findings.json ("job_seconds"). Disk: about 6 GB of checkpoints per run.
 """
 import argparse
@@ -305,14 +306,17 @@ def main(argv=None):
     a = first / "analysis"
     records += P.dlogp_findings({COLUMN: P.read(a / "dlogp/report.json")}, seeds[0], {COLUMN: {
         r["setting"]: r["greedy_acc"] for r in P.read(a / "dlogp_extrapolation.json")["results"]}})
-    (results / "findings.json").write_text(json.dumps(
+    path = results / "findings.json"  # a --report_only rewrite keeps the seconds and machine of the jobs
+    kept = {k: v for k, v in P.read(path).items() if k in ("job_seconds", "wall_seconds", "machine")} \
+        if args.report_only and path.exists() else {}
+    path.write_text(json.dumps(
         {"column": COLUMN, "seeds": seeds, "lr": lr,
          "lr_sweep": {"rows": sweep, "chosen": lr, "steps": STEPS,
                       "curves": {x: P.eval_curve(out / run_name(x, seeds[0]) / "grpo") for x in SWEEP_LRS}},
          "flags": TASK + ROLLOUT, **learned,  # learned_exact_match false beside a true learned: a reward hack
-         "findings": records, "per_seed": xs, "job_seconds": seconds,
-         "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for n, _ in analyses]),
-         **({} if args.report_only else {"wall_seconds": time.time() - t0, "machine": machine()})}, indent=1))
+         "findings": records, "per_seed": xs, "job_peak_rss_mb": peak_rss_mb(out / "logs", [n for n, _ in analyses]),
+         **(kept if args.report_only else {"job_seconds": seconds, "wall_seconds": time.time() - t0,
+                                            "machine": machine()})}, indent=1))
     for r in records:
         m = r.get("mean")
         print(f"{r['finding']:>26}: {m if m is None else round(m, 3)} ({r['verdict']})")

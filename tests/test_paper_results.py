@@ -41,7 +41,9 @@ def test_results_tables_are_the_ones_rendered_from_findings_json():
     assert md.strip() in RESULTS_MD
     step_size_map = ROOT / "bench" / "results" / "step_size_map.json"  # the last column: where each holds
     where = M.where_it_holds(json.loads(step_size_map.read_text())) if step_size_map.exists() else None
-    assert P.short_table(records, where).strip() in README
+    smollm2 = ROOT / "bench" / "results" / "smollm2" / "findings.json"  # and the pretrained model's column
+    real = json.loads(smollm2.read_text())["findings"] if smollm2.exists() else None
+    assert P.short_table(records, where, real).strip() in README
     assert data["regimes"] == {r: P.RUN + f for r, f in P.REGIMES.items()}  # the settings that ran are today's
 
 
@@ -71,3 +73,17 @@ def test_lr_rule_measures_the_rise_of_a_least_squares_line_over_the_last_fifty_s
     # hand-computed: slope 0.001 plus the bump's share ((120 - 125) * 0.01 / 1750 per step), over 50 steps
     assert r == pytest.approx(50 * (0.001 - 0.05 / 1750))
     assert mean == pytest.approx(0.3 + 0.125 + 0.01 / 6)
+
+
+def test_the_short_table_gains_the_pretrained_models_column_from_its_records():
+    records = json.loads(FINDINGS.read_text())["findings"]
+    real = [{"finding": "weight_r2_median", "regime": "SmolLM2-135M", "mean": 0.5, "std": 0.01, "seeds": 2,
+             "rule": ["level", 0.8, 0.6], "verdict": "no"},
+            {"finding": "dlogp_replacement", "regime": "SmolLM2-135M", "seeds": 1, "verdict": "yes",
+             "per_seed": [{"dlogp": 0.1, "kl": 0.2, "entropy": None, "random": None}]}]
+    lines = P.short_table(records, real=real).splitlines()
+    assert lines[0].endswith("| SmolLM2-135M (2 seeds) |") and all(ln.count("|") == 7 for ln in lines)
+    row = {ln.split(" | ")[1]: ln.rsplit(" | ", 1)[1] for ln in lines[2:]}
+    assert row["weights: median R² vs step"] == "0.500 ± 0.010 (no) |"
+    assert row["replacement ratio reaching 90% of the base -> RL gap, by gate"] == "dlogp 0.100, kl 0.200, entropy never (yes) |"
+    assert row["low-prob. reweighting (c 0.2) minus plain GRPO, same step (fast 40, paper 100)"] == "not run |"
