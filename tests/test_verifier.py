@@ -172,7 +172,7 @@ def test_reward_scores_a_truncated_response_0_whatever_it_says():
 def test_arithmetic_still_to_do_is_not_an_answer_to_a_number(response):
     # a 135M policy learned to answer "What is 7+5?" with "7+5", which equals 12: the reward must not pay for it
     assert not verify(response, '12')
-    assert verify(response, '13') is False and verify('12', '12')
+    assert verify(response, '7+5')  # its value is 12: the rule refuses it, not its value
 
 
 def test_where_the_gold_is_an_expression_an_equal_expression_still_counts():
